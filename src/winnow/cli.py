@@ -1,0 +1,52 @@
+"""The ``winnow`` command line. Each command lives in its own module with ``register(subparsers)``."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+#: Modules that add commands (kept light: they import heavy things only when a command runs).
+COMMAND_MODULES: tuple[str, ...] = ("winnow.rerankers.commands",)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from winnow import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="winnow",
+        description="Retrieval and reranking: evaluate pipelines, rerank runs, serve rerankers.",
+    )
+    parser.add_argument("--version", action="version", version=f"winnow {__version__}")
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)"
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    level = logging.WARNING - 10 * min(args.verbose, 2)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from winnow.errors import WinnowError
+
+    try:
+        return int(args.func(args) or 0)
+    except WinnowError as exc:
+        print(f"winnow {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,137 @@
+"""Bi-encoder reranker and text encoder: a sentence-transformers model, score = cosine similarity.
+
+Each distinct query and document is embedded once per call, in token-budget batches sorted by length,
+through ``SentenceTransformer.encode`` itself, so embeddings equal the reference exactly. The same
+object is the encoder behind dense retrieval (``encode_queries`` / ``encode_documents``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from winnow.rerankers._torch import autocast, from_pretrained_kwargs
+from winnow.rerankers.base import PairScores, Reranker, RerankerConfig
+from winnow.rerankers.cache import MODELS
+from winnow.rerankers.engine import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_TOKENS, run_batches
+
+
+def load_sentence_transformer(path: str, device: str, dtype: str):
+    from sentence_transformers import SentenceTransformer
+
+    kwargs = {} if dtype in ("float32", "int8") else {"model_kwargs": from_pretrained_kwargs(dtype)}
+    if device.startswith("cpu") and dtype == "bfloat16":
+        kwargs = {}  # float32 weights, bfloat16 autocast (see _torch.autocast)
+    model = SentenceTransformer(path, device=device, **kwargs)
+    model.eval()
+    if dtype == "int8":
+        import torch
+        from torch.ao.quantization import quantize_dynamic
+
+        model = quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+    return model
+
+
+class BiEncoderReranker(Reranker):
+    """Embeds queries and documents separately; the score of a pair is their cosine similarity.
+
+    Options: ``query_prompt`` / ``document_prompt`` (prefixes such as ``"query: "`` for E5 models),
+    ``max_tokens``, ``max_batch_size``, ``show_progress``.
+    """
+
+    kind = "bi-encoder"
+
+    def __init__(self, config: RerankerConfig):
+        super().__init__(config)
+        self.model = None
+
+    def _load(self) -> None:
+        c = self.config
+        key = ("bi-encoder", c.model, c.device, c.dtype)
+        self.model = MODELS.get_or_create(
+            key, lambda: load_sentence_transformer(c.model, c.device, c.dtype)
+        )
+        self._max_length = int(c.max_length or self.model.max_seq_length or 512)
+
+    def _release(self) -> None:
+        self.model = None
+
+    @property
+    def max_length(self) -> int:
+        self.load()
+        return self._max_length
+
+    @property
+    def dimension(self) -> int:
+        self.load()
+        get = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
+        return int(get())
+
+    def token_lengths(self, texts: list[str]) -> np.ndarray:
+        """Tokens each text has (special tokens included), before truncation."""
+        tokenizer = self.model.tokenizer
+        enc = tokenizer(texts, add_special_tokens=True, truncation=False)["input_ids"]
+        return np.fromiter((len(e) for e in enc), dtype=np.int64, count=len(texts))
+
+    def encode(
+        self, texts: list[str], *, prompt: str | None = None, show_progress: bool | None = None
+    ) -> np.ndarray:
+        """L2-normalised float32 embeddings, one row per text (duplicates embedded once)."""
+        self.load()
+        if prompt:
+            texts = [prompt + t for t in texts]
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        unique = list(dict.fromkeys(texts))
+        lengths = np.minimum(self.token_lengths(unique), self._max_length)
+        model, c = self.model, self.config
+        old_max = model.max_seq_length
+        if c.max_length:
+            model.max_seq_length = min(self._max_length, old_max or self._max_length)
+
+        def forward(idx: np.ndarray) -> np.ndarray:
+            with autocast(c.device, c.dtype):
+                emb = model.encode(
+                    [unique[i] for i in idx],
+                    batch_size=len(idx),
+                    convert_to_numpy=True,
+                    normalize_embeddings=True,
+                    show_progress_bar=False,
+                )
+            return np.asarray(emb, dtype=np.float32)
+
+        progress = c.option("show_progress", False) if show_progress is None else show_progress
+        try:
+            emb, _ = run_batches(
+                lengths,
+                forward,
+                max_tokens=int(c.option("max_tokens", DEFAULT_MAX_TOKENS)),
+                max_batch_size=int(c.option("max_batch_size", DEFAULT_MAX_BATCH_SIZE)),
+                device=c.device,
+                progress=bool(progress),
+                desc="encoding",
+            )
+        finally:
+            model.max_seq_length = old_max
+        position = {t: i for i, t in enumerate(unique)}
+        return emb[[position[t] for t in texts]]
+
+    def encode_queries(self, queries: list[str], **kwargs) -> np.ndarray:
+        return self.encode(queries, prompt=self.config.option("query_prompt"), **kwargs)
+
+    def encode_documents(self, documents: list[str], **kwargs) -> np.ndarray:
+        return self.encode(documents, prompt=self.config.option("document_prompt"), **kwargs)
+
+    def _score(self, pairs: list[tuple[str, str]]) -> PairScores:
+        queries = list(dict.fromkeys(q for q, _ in pairs))
+        docs = list(dict.fromkeys(d for _, d in pairs))
+        q_pos = {q: i for i, q in enumerate(queries)}
+        d_pos = {d: i for i, d in enumerate(docs)}
+        qe = self.encode_queries(queries)
+        de = self.encode_documents(docs)
+        qi = np.fromiter((q_pos[q] for q, _ in pairs), dtype=np.int64, count=len(pairs))
+        di = np.fromiter((d_pos[d] for _, d in pairs), dtype=np.int64, count=len(pairs))
+        scores = np.einsum("ij,ij->i", qe[qi], de[di]).astype(np.float32)
+        d_len = self.token_lengths(docs)[di]
+        q_len = self.token_lengths(queries)[qi]
+        truncated = (d_len > self._max_length) | (q_len > self._max_length)
+        return PairScores(scores, truncated, np.minimum(d_len, self._max_length).astype(np.int32))

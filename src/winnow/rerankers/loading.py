@@ -1,0 +1,77 @@
+"""``load_reranker``: the one way to get a reranker, cached per (model, kind, device, dtype, options)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from winnow.errors import ConfigError
+from winnow.rerankers.base import Reranker, RerankerConfig
+from winnow.rerankers.cache import RERANKERS
+from winnow.rerankers.devices import resolve_device, resolve_dtype
+from winnow.rerankers.hub import infer_kind, resolve_model_path
+from winnow.rerankers.registry import get_kind
+
+
+def _freeze(value: Any) -> Any:
+    if isinstance(value, dict):
+        return tuple(sorted((k, _freeze(v)) for k, v in value.items()))
+    if isinstance(value, (list, tuple, set)):
+        return tuple(_freeze(v) for v in value)
+    try:
+        hash(value)
+    except TypeError as exc:
+        raise ConfigError(f"option value {value!r} is not hashable") from exc
+    return value
+
+
+def load_reranker(
+    model: str | os.PathLike,
+    kind: str | None = None,
+    *,
+    device: str | None = None,
+    dtype: str | None = None,
+    max_length: int | None = None,
+    activation: str = "none",
+    **options: Any,
+) -> Reranker:
+    """Return the reranker for ``model`` (a hub id or a local folder), loading it at most once.
+
+    Args:
+        model: Hugging Face hub id or local model folder.
+        kind: ``cross-encoder``, ``bi-encoder``, ... (``winnow.available_kinds()``); inferred from the
+            model's files when omitted.
+        device: ``cuda``, ``mps`` or ``cpu``; the best available when omitted.
+        dtype: ``float32``, ``bfloat16``, ``float16`` or ``int8`` (CPU dynamic quantisation);
+            bfloat16/float16 on GPUs and float32 on CPU when omitted.
+        max_length: longest input in tokens (the model's own limit when omitted).
+        activation: ``none`` (raw scores, the default), ``sigmoid`` or ``softmax`` (two-label models).
+        **options: kind-specific settings, e.g. ``max_query_length``, ``max_tokens`` (token budget
+            per batch), ``max_batch_size``, ``show_progress``.
+
+    The same arguments give the same instance, across calls and threads. The weights load lazily on
+    first use (or ``reranker.load()``) and are shared by instances that differ only in options.
+    """
+    path = resolve_model_path(model)
+    kind = kind or infer_kind(path)
+    cls = get_kind(kind)
+    resolved_device = resolve_device(device)
+    resolved_dtype = resolve_dtype(dtype, resolved_device)
+    if max_length is not None and (not isinstance(max_length, int) or max_length < 8):
+        raise ConfigError(f"max_length must be an integer >= 8, got {max_length!r}")
+    frozen = _freeze(options)
+    key = (path, kind, resolved_device, resolved_dtype, max_length, activation, frozen)
+
+    def build() -> Reranker:
+        config = RerankerConfig(
+            model=path,
+            kind=kind,
+            device=resolved_device,
+            dtype=resolved_dtype,
+            max_length=max_length,
+            activation=activation,
+            options=frozen,
+        )
+        return cls(config)
+
+    return RERANKERS.get_or_create(key, build)

