@@ -29,3 +29,24 @@ def get_kind(name: str) -> type:
         )
     module, _, attr = target.partition(":")
     return getattr(importlib.import_module(module), attr)
+
+
+#: Short prefixes accepted in model specs ("llm:PATH") besides the kind names themselves.
+KIND_ALIASES = {"rerank": None, "llm": "llm-pointwise"}
+
+
+def parse_model_spec(spec: str) -> tuple[str | None, str]:
+    """Split ``"KIND:MODEL"`` into (kind, model); a bare model gives (None, model).
+
+    KIND is a registered kind (``cross-encoder``, ``bi-encoder``, ``llm-pointwise``...) or an alias:
+    ``rerank`` (kind inferred from the model) or ``llm`` (``llm-pointwise``). A prefix that is neither
+    is part of the model name.
+    """
+    prefix, sep, rest = spec.partition(":")
+    if not sep or not rest:
+        return None, spec
+    if prefix in _KINDS:
+        return prefix, rest
+    if prefix in KIND_ALIASES:
+        return KIND_ALIASES[prefix], rest
+    return None, spec
