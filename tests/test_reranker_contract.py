@@ -77,7 +77,9 @@ def test_order_invariance(backend):
 def test_batch_size_invariance(backend, max_tokens, max_batch_size):
     pairs = _pairs()
     reference = np.array([_load(backend).score_pairs([p])[0] for p in pairs])
-    batched = _load(backend, max_tokens=max_tokens, max_batch_size=max_batch_size).score_pairs(pairs)
+    batched = _load(backend, max_tokens=max_tokens, max_batch_size=max_batch_size).score_pairs(
+        pairs
+    )
     # within 1e-5 absolute, or relative for |score| > 1 (float32 carries ~7 significant digits)
     np.testing.assert_allclose(batched, reference, atol=1e-5, rtol=1e-5)
 

@@ -285,8 +285,13 @@ def build_tiny_xlmr_cross_encoder(
 def build_tiny_bi_encoder(path: str | Path, max_length: int = 128, seed: int = 0) -> Path:
     """A 2-layer BERT sentence-transformers model (mean pooling + normalise), saved to ``path``."""
     import torch
-    from sentence_transformers import SentenceTransformer, models
+    from sentence_transformers import SentenceTransformer
     from transformers import BertConfig, BertModel
+
+    try:  # sentence-transformers >= 6
+        from sentence_transformers.sentence_transformer import modules as models
+    except ImportError:  # pragma: no cover - older releases
+        from sentence_transformers import models
 
     path = Path(path)
     raw = path.parent / (path.name + "-raw")
