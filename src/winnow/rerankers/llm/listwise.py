@@ -78,7 +78,8 @@ class LLMListwiseReranker(Reranker):
     ``window`` (20), ``stride`` (10), ``passes`` (1), ``top_k`` (100 candidates reranked; the rest
     keep their order below them), ``max_passage_words`` (100), ``max_new_tokens``,
     ``chat_template`` (HF: use the tokenizer's, default True), ``max_tokens``, ``max_batch_size``;
-    Ollama options as for ``llm-pointwise``. ``stats`` counts windows, batches and parse failures.
+    Ollama options as for ``llm-pointwise``. ``backend`` may also be an object implementing
+    :class:`ListwiseBackend`. ``stats`` counts windows, batches and parse failures.
     """
 
     kind = "llm-listwise"
@@ -106,6 +107,8 @@ class LLMListwiseReranker(Reranker):
         identifiers(self.window, self.style)  # validates the window size for letters
         self.max_new_tokens = int(opt("max_new_tokens", 6 * self.window + 8))
         self.backend_name = opt("backend", "hf")
+        if backend is None and not isinstance(self.backend_name, str):
+            backend, self.backend_name = self.backend_name, "custom"  # an object given as option
         if backend is None and self.backend_name not in ("hf", "ollama"):
             raise ConfigError(f"backend={self.backend_name!r} is not one of hf, ollama")
         self.backend = backend
