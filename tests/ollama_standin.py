@@ -62,7 +62,9 @@ class OllamaStandin:
     def _logprob_entries(self, tokens: list[tuple[str, float]]) -> list[dict]:
         token, logprob = tokens[0]
         top = [{"token": t, "logprob": lp, "bytes": list(t.encode())} for t, lp in tokens]
-        return [{"token": token, "logprob": logprob, "bytes": list(token.encode()), "top_logprobs": top}]
+        return [
+            {"token": token, "logprob": logprob, "bytes": list(token.encode()), "top_logprobs": top}
+        ]
 
     def answer(self, path: str, body: dict) -> tuple[int, dict]:
         with self._lock:

@@ -229,7 +229,13 @@ def test_hf_backend_runs_batched(tiny_llama, mode):
     # batch composition does not change first-mode logits: one query alone ranks the same
     if mode == "first":
         alone = winnow.load_reranker(
-            tiny_llama, "llm-listwise", device="cpu", window=3, stride=2, mode=mode, passes=1,
+            tiny_llama,
+            "llm-listwise",
+            device="cpu",
+            window=3,
+            stride=2,
+            mode=mode,
+            passes=1,
             max_batch_size=1,
         )
         assert [x.index for x in alone.rank(queries[0], docs[0])] == [x.index for x in ranked[0]]

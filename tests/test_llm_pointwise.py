@@ -144,7 +144,9 @@ def test_bad_templates_and_tokens(tiny_qwen2):
         pointwise_template("{document} then {query}")
     with pytest.raises(ConfigError, match="unknown placeholders"):
         pointwise_template("{query} {document} {other}")
-    r = winnow.load_reranker(tiny_qwen2, "llm-pointwise", device="cpu", true_token="supersonic wave")
+    r = winnow.load_reranker(
+        tiny_qwen2, "llm-pointwise", device="cpu", true_token="supersonic wave"
+    )
     with pytest.raises(ConfigError, match="true_token"):
         r.load()
     with pytest.raises(ConfigError, match="backend"):

@@ -231,9 +231,10 @@ def _byte_level_bpe_tokenizer(model_max_length: int, bos: str | None, vocab_size
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     tok.decoder = decoders.ByteLevel()
     specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"] + ([bos] if bos else [])
-    corpus = sample_corpus() + [
-        "query: what is lift? document: [1] > [2] > [3] yes no Yes No A: B:"
-    ] * 20
+    corpus = (
+        sample_corpus()
+        + ["query: what is lift? document: [1] > [2] > [3] yes no Yes No A: B:"] * 20
+    )
     tok.train_from_iterator(
         corpus,
         BpeTrainer(
