@@ -173,3 +173,22 @@ def test_kind_inferred_and_spec(tiny_llama):
     assert parse_model_spec(f"llm:{tiny_llama}") == ("llm-pointwise", tiny_llama)
     assert parse_model_spec("llm-listwise:qwen3:0.6b") == ("llm-listwise", "qwen3:0.6b")
     assert {"llm-pointwise", "llm-listwise"} <= set(winnow.available_kinds())
+
+
+def test_cpu_bfloat16_close_to_float32(tiny_qwen2):
+    fp32 = winnow.load_reranker(tiny_qwen2, "llm-pointwise", device="cpu", dtype="float32")
+    bf16 = winnow.load_reranker(tiny_qwen2, "llm-pointwise", device="cpu", dtype="bfloat16")
+    a, b = fp32.score_pairs(PAIRS), bf16.score_pairs(PAIRS)
+    assert b.dtype == np.float32
+    np.testing.assert_allclose(a, b, atol=0.15)
+
+
+@pytest.mark.gpu
+def test_cuda_bfloat16_matches_cpu_float32(tiny_qwen2):
+    cpu = winnow.load_reranker(tiny_qwen2, "llm-pointwise", device="cpu", dtype="float32")
+    gpu = winnow.load_reranker(tiny_qwen2, "llm-pointwise", device="cuda", dtype="bfloat16")
+    np.testing.assert_allclose(gpu.score_pairs(PAIRS), cpu.score_pairs(PAIRS), atol=0.15)
+    one = winnow.load_reranker(
+        tiny_qwen2, "llm-pointwise", device="cuda", dtype="bfloat16", max_batch_size=1
+    )
+    np.testing.assert_allclose(gpu.score_pairs(PAIRS), one.score_pairs(PAIRS), atol=0.05)

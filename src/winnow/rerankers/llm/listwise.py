@@ -79,7 +79,9 @@ class LLMListwiseReranker(Reranker):
     keep their order below them), ``max_passage_words`` (100), ``max_new_tokens``,
     ``chat_template`` (HF: use the tokenizer's, default True), ``max_tokens``, ``max_batch_size``;
     Ollama options as for ``llm-pointwise``. ``backend`` may also be an object implementing
-    :class:`ListwiseBackend`. ``stats`` counts windows, batches and parse failures.
+    :class:`ListwiseBackend`. ``stats`` counts windows, batches and parse failures. In the
+    returned ``PairScores`` / ``RankedDocument``, ``truncated`` says a passage was cut to
+    ``max_passage_words`` and ``num_tokens`` is the number of *words* of it the model was shown.
     """
 
     kind = "llm-listwise"

@@ -220,10 +220,19 @@ def score_from_answer(answer: dict, true_token: str, false_token: str | None) ->
     return 0.0
 
 
-def score_pointwise(client: OllamaClient, template, pairs: list[tuple[str, str]]) -> PairScores:
-    """One ``/api/generate`` per pair, ``concurrency`` at a time; duplicate prompts sent once."""
+def score_pointwise(
+    client: OllamaClient, template, pairs: list[tuple[str, str]], max_length: int | None = None
+) -> PairScores:
+    """One ``/api/generate`` per pair, ``concurrency`` at a time; duplicate prompts sent once.
+
+    ``max_length`` becomes the server's context size (``num_ctx``); Ollama truncates longer prompts
+    itself and does not say so, so ``truncated`` is always False here.
+    """
     prompts = [template.render(q, d) for q, d in pairs]
     unique = list(dict.fromkeys(prompts))
+    options: dict[str, Any] = {"temperature": 0, "num_predict": 1}
+    if max_length:
+        options["num_ctx"] = int(max_length)
 
     def ask(prompt: str) -> dict:
         return client.generate(
@@ -231,7 +240,7 @@ def score_pointwise(client: OllamaClient, template, pairs: list[tuple[str, str]]
             raw=True,
             logprobs=True,
             top_logprobs=TOP_LOGPROBS,
-            options={"temperature": 0, "num_predict": 1},
+            options=options,
         )
 
     answers = dict(zip(unique, client.map(ask, unique)))

@@ -134,6 +134,8 @@ class LLMPointwiseReranker(Reranker):
         return self.text_tokenizer.encode(text, add_special_tokens=False).ids if text else []
 
     def _release(self) -> None:
+        if self.client is not None:
+            self.client.close()
         self.model = self.tokenizer = self.client = None
 
     @property
@@ -192,7 +194,7 @@ class LLMPointwiseReranker(Reranker):
         if self.backend == "ollama":
             from winnow.rerankers.llm.ollama import score_pointwise
 
-            return score_pointwise(self.client, self.template, pairs)
+            return score_pointwise(self.client, self.template, pairs, self.config.max_length)
         seqs, lengths, truncated = self.encode_pairs(pairs)
         device, dtype = self.config.device, self.config.dtype
         two = len(self.token_ids) == 2
