@@ -192,3 +192,11 @@ def test_cuda_bfloat16_matches_cpu_float32(tiny_qwen2):
         tiny_qwen2, "llm-pointwise", device="cuda", dtype="bfloat16", max_batch_size=1
     )
     np.testing.assert_allclose(gpu.score_pairs(PAIRS), one.score_pairs(PAIRS), atol=0.05)
+
+
+def test_cpu_int8_runs_and_ranks_like_float32(tiny_qwen2):
+    fp32 = winnow.load_reranker(tiny_qwen2, "llm-pointwise", device="cpu", dtype="float32")
+    int8 = winnow.load_reranker(tiny_qwen2, "llm-pointwise", device="cpu", dtype="int8")
+    a, b = fp32.score_pairs(PAIRS), int8.score_pairs(PAIRS)
+    assert np.isfinite(b).all()
+    np.testing.assert_allclose(a, b, atol=0.3)

@@ -40,6 +40,11 @@ def load_causal_lm(path: str, device: str, dtype: str):
     if getattr(tokenizer, "backend_tokenizer", None) is None:
         raise ModelLoadError(f"{path!r} has no fast (tokenizer.json) tokenizer; winnow needs one")
     model = AutoModelForCausalLM.from_pretrained(path, **from_pretrained_kwargs(dtype))
+    if model.base_model is model:
+        raise ModelLoadError(
+            f"{type(model).__name__} exposes no base model (base_model_prefix); winnow needs it "
+            "to read the last hidden state without computing full-vocabulary logits"
+        )
     return prepare_model(model, device, dtype), tokenizer
 
 
@@ -78,9 +83,14 @@ def head_rows(model, token_ids: list[int]):
     head = model.get_output_embeddings()
     if head is None:
         raise ModelLoadError(f"{type(model).__name__} has no output embeddings (LM head)")
-    index = torch.tensor(token_ids, device=head.weight.device)
-    rows = head.weight.detach().index_select(0, index).float()
-    bias = getattr(head, "bias", None)
+    weight, bias = head.weight, getattr(head, "bias", None)
+    # int8 dynamic quantisation swaps Linear for a module whose weight/bias are methods.
+    weight = weight() if callable(weight) else weight
+    bias = bias() if callable(bias) else bias
+    if weight.is_quantized:
+        weight = weight.dequantize()
+    index = torch.tensor(token_ids, device=weight.device)
+    rows = weight.detach().index_select(0, index).float()
     return rows, (bias.detach().index_select(0, index).float() if bias is not None else None)
 
 
@@ -161,9 +171,6 @@ class HFGenerationBackend:
                 )
                 seqs[i] = seq[-self.max_length :]
         return seqs
-
-    def count_tokens(self, texts: list[str]) -> list[int]:
-        return [len(s) for s in self.tokenizer(texts, add_special_tokens=False)["input_ids"]]
 
     def generate_batch(self, messages: list[list[dict]], max_new_tokens: int) -> list[str]:
         import torch
