@@ -239,3 +239,29 @@ def test_hf_backend_runs_batched(tiny_llama, mode):
             max_batch_size=1,
         )
         assert [x.index for x in alone.rank(queries[0], docs[0])] == [x.index for x in ranked[0]]
+
+
+def test_hf_backend_batch_invariant_and_exact(tiny_qwen2):
+    """Left-padded batches give what one unpadded prompt at a time gives, for both backend calls."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    r = winnow.load_reranker(tiny_qwen2, "llm-listwise", device="cpu", window=4).load()
+    backend = r.backend
+    messages = [
+        listwise_messages("what is lift", ["lift wing", "bread", "heat flow"]),
+        listwise_messages("heat", ["a plate", "shock wave on a cone surface", "heat", "jet"]),
+        listwise_messages("drag", ["drag"] * 2),
+    ]
+    batched = backend.generate_batch(messages, 6)
+    assert batched == [backend.generate_batch([m], 6)[0] for m in messages]
+
+    labels = [["A", "B", "C"], ["A", "B", "C", "D"], ["A", "B"]]
+    logits = backend.first_token_logits(messages, "[", labels)
+    model = AutoModelForCausalLM.from_pretrained(tiny_qwen2).eval()
+    for m, labs, row in zip(messages, labels, logits):
+        ids = backend._encode([backend.render(m, "[")])[0]
+        with torch.no_grad():
+            full = model(input_ids=torch.tensor([ids])).logits[0, -1]
+        expected = full[backend.identifier_token_ids(labs)].numpy()
+        np.testing.assert_allclose(row, expected, atol=1e-4)

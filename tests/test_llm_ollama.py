@@ -185,3 +185,11 @@ def test_listwise_first_mode_over_ollama(fresh_cache):
         r = load(server.url, kind="llm-listwise", window=20, mode="first", top_k=99)
         with pytest.raises(OllamaError, match="logprobs"):
             r.rank("lift", docs)
+
+
+def test_max_length_becomes_num_ctx(fresh_cache):
+    with OllamaStandin([MODEL], generate=yes_no_logprobs) as server:
+        r = load(server.url, max_length=2048)
+        r.score_pairs(PAIRS[:1])
+        body = next(b for p, b in server.requests if p == "/api/generate")
+        assert body["options"]["num_ctx"] == 2048

@@ -200,3 +200,19 @@ def test_cpu_int8_runs_and_ranks_like_float32(tiny_qwen2):
     a, b = fp32.score_pairs(PAIRS), int8.score_pairs(PAIRS)
     assert np.isfinite(b).all()
     np.testing.assert_allclose(a, b, atol=0.3)
+
+
+def test_concurrent_first_use_loads_once(tiny_llama, fresh_cache):
+    from concurrent.futures import ThreadPoolExecutor
+
+    before = winnow.model_loads(tiny_llama)
+
+    def work(i: int):
+        r = winnow.load_reranker(tiny_llama, "llm-pointwise", device="cpu")
+        return r.score_pairs(PAIRS[i % 2 :])
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(work, range(8)))
+    assert winnow.model_loads(tiny_llama) - before == 1
+    for i, scores in enumerate(results):
+        np.testing.assert_allclose(scores, results[i % 2], atol=1e-5)

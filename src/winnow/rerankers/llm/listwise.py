@@ -75,7 +75,7 @@ class LLMListwiseReranker(Reranker):
     """Sliding-window listwise reranker on a causal LM (transformers or Ollama).
 
     Options: ``backend`` (``hf`` or ``ollama``), ``mode`` (``generate`` or ``first``),
-    ``window`` (20), ``stride`` (10), ``passes`` (1), ``top_k`` (100 candidates reranked; the rest
+    ``window`` (20), ``stride`` (half the window: 10), ``passes`` (1), ``top_k`` (100 candidates reranked; the rest
     keep their order below them), ``max_passage_words`` (100), ``max_new_tokens``,
     ``chat_template`` (HF: use the tokenizer's, default True), ``max_tokens``, ``max_batch_size``;
     Ollama options as for ``llm-pointwise``. ``backend`` may also be an object implementing
@@ -94,7 +94,7 @@ class LLMListwiseReranker(Reranker):
         if self.mode not in MODES:
             raise ConfigError(f"mode={self.mode!r} is not one of {', '.join(MODES)}")
         self.window = int(opt("window", 20))
-        self.stride = int(opt("stride", 10))
+        self.stride = int(opt("stride", max(1, self.window // 2)))
         self.passes = int(opt("passes", 1))
         self.top_k = int(opt("top_k", 100))
         self.max_passage_words = int(opt("max_passage_words", 100))
