@@ -75,8 +75,9 @@ class LLMListwiseReranker(Reranker):
     """Sliding-window listwise reranker on a causal LM (transformers or Ollama).
 
     Options: ``backend`` (``hf`` or ``ollama``), ``mode`` (``generate`` or ``first``),
-    ``window`` (20), ``stride`` (half the window: 10), ``passes`` (1), ``top_k`` (100 candidates reranked; the rest
-    keep their order below them), ``max_passage_words`` (100), ``max_new_tokens``,
+    ``window`` (20), ``stride`` (half the window: 10), ``passes`` (1), ``top_k`` (100 candidates
+    reranked; the rest keep their order below them), ``max_passage_words`` (100),
+    ``max_new_tokens``,
     ``chat_template`` (HF: use the tokenizer's, default True), ``max_tokens``, ``max_batch_size``;
     Ollama options as for ``llm-pointwise``. ``backend`` may also be an object implementing
     :class:`ListwiseBackend`. ``stats`` counts windows, batches and parse failures. In the
