@@ -8,7 +8,7 @@ import ir_measures
 import numpy as np
 import pytest
 
-from winnow.errors import InputError
+from winnow.errors import ConfigError, InputError
 from winnow.fusion import rrf
 from winnow.retrieval import BM25, Dense
 from winnow.retrieval.dense import model_fingerprint
@@ -107,6 +107,29 @@ def test_bad_use(tiny_bi_encoder):
         dense.search({"q": "x"})
     with pytest.raises(InputError, match="empty corpus"):
         dense.index({})
+
+
+def test_faiss_flat_equals_exact(tiny_bi_encoder, corpus):
+    pytest.importorskip("faiss")
+    exact = Dense(tiny_bi_encoder, device="cpu").index(corpus).search(QUERIES, top_k=7)
+    flat = Dense(tiny_bi_encoder, device="cpu", index="faiss").index(corpus)
+    assert "faiss_build" in flat.timings
+    run = flat.search(QUERIES, top_k=7)
+    for qid in QUERIES:
+        assert list(run[qid]) == list(exact[qid])
+        assert list(run[qid].values()) == pytest.approx(list(exact[qid].values()), abs=1e-5)
+    hnsw = Dense(tiny_bi_encoder, device="cpu", index="faiss", faiss_factory="HNSW32")
+    approx = hnsw.index(corpus).search(QUERIES, top_k=5)
+    for qid in ("q1", "q2"):  # 40 documents: HNSW finds (nearly) the exact neighbours
+        assert len(set(approx[qid]) & set(exact[qid])) >= 4
+
+
+def test_index_option_validated(tiny_bi_encoder, corpus):
+    with pytest.raises(ConfigError, match="index must be"):
+        Dense(tiny_bi_encoder, device="cpu", index="annoy")
+    pytest.importorskip("faiss")
+    with pytest.raises(ConfigError, match="invalid faiss_factory"):
+        Dense(tiny_bi_encoder, device="cpu", index="faiss", faiss_factory="Nonsense").index(corpus)
 
 
 @pytest.fixture(scope="module")

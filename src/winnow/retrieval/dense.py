@@ -8,6 +8,11 @@ takes the top k with ``argpartition`` and sorts only those.
 Document embeddings are cached under ``cache_dir`` keyed by the model's identity (a fingerprint
 of its files: names, sizes and the bytes at both ends of each), dtype, ``max_length``, document
 prompt and a hash of the corpus; stored as ``embeddings.npy`` (float32) and ``doc_ids.json``.
+
+With ``index="faiss"`` (extra ``winnow[faiss]``) search goes through a FAISS index built from the
+embeddings with ``faiss.index_factory(dim, faiss_factory, METRIC_INNER_PRODUCT)``: ``"Flat"`` (the
+default) is exact and multi-threaded, ``"HNSW32"`` and the like are approximate. The FAISS index is
+built in memory at ``index()`` time from the (cached) embeddings, not stored.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import numpy as np
 from winnow._fs import atomic_directory
 from winnow._hashing import corpus_hash
 from winnow._runs import check_top_k
-from winnow.errors import InputError
+from winnow.errors import ConfigError, InputError, require
 from winnow.retrieval._cache import entry_dir, is_complete, write_meta
 from winnow.types import Document, Run
 
@@ -92,6 +97,8 @@ class Dense:
         show_progress: tqdm bar while encoding (default: only when stderr is a terminal).
         max_length: longest input in tokens (the model's own limit when omitted).
         query_prompt, document_prompt: prefixes such as ``"query: "`` for E5-style models.
+        index: ``"exact"`` (numpy matrix product) or ``"faiss"``.
+        faiss_factory: FAISS index description for ``index="faiss"`` (``"Flat"``, ``"HNSW32"``, ...).
         **options: passed to ``load_reranker`` (``max_tokens``, ``max_batch_size``).
 
     ``timings`` holds the seconds of the last ``index`` (``hash``, ``cache_hit``, ``encode``,
@@ -109,9 +116,19 @@ class Dense:
         max_length: int | None = None,
         query_prompt: str | None = None,
         document_prompt: str | None = None,
+        index: str = "exact",
+        faiss_factory: str = "Flat",
         **options: Any,
     ):
         from winnow.rerankers.loading import load_reranker
+
+        if index not in ("exact", "faiss"):
+            raise ConfigError(f"index must be 'exact' or 'faiss', got {index!r}")
+        if index == "faiss":
+            require("faiss", "faiss")
+        self.index_type = index
+        self.faiss_factory = faiss_factory
+        self._faiss = None
 
         if query_prompt:
             options["query_prompt"] = query_prompt
@@ -157,7 +174,7 @@ class Dense:
             "corpus": corpus_hash(corpus),
         }
 
-    def _set(self, doc_ids: list[str], embeddings: np.ndarray) -> None:
+    def _set(self, doc_ids: list[str], embeddings: np.ndarray, timings: dict[str, float]) -> None:
         self._doc_ids = doc_ids
         self.embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
         order = np.empty(len(doc_ids), dtype=np.int64)
@@ -165,6 +182,24 @@ class Dense:
             len(doc_ids)
         )
         self._doc_order = order  # rank of each document's id in sorted order, for tie-breaking
+        self._faiss = None
+        if self.index_type == "faiss":
+            t = time.perf_counter()
+            self._faiss = self._build_faiss(self.embeddings)
+            timings["faiss_build"] = time.perf_counter() - t
+
+    def _build_faiss(self, embeddings: np.ndarray):
+        faiss = require("faiss", "faiss")
+        try:
+            index = faiss.index_factory(
+                embeddings.shape[1], self.faiss_factory, faiss.METRIC_INNER_PRODUCT
+            )
+        except RuntimeError as exc:
+            raise ConfigError(f"invalid faiss_factory {self.faiss_factory!r}: {exc}") from exc
+        if not index.is_trained:
+            index.train(embeddings)
+        index.add(embeddings)
+        return index
 
     def index(self, corpus: Mapping[str, Document]) -> Dense:
         """Embed ``corpus`` (``{doc_id: Document}``), or load its embeddings from ``cache_dir``."""
@@ -179,7 +214,7 @@ class Dense:
             entry = entry_dir(self.cache_dir, "dense", key)
             if is_complete(entry):
                 doc_ids = json.loads((entry / DOC_IDS).read_text())
-                self._set(doc_ids, np.load(entry / EMBEDDINGS))
+                self._set(doc_ids, np.load(entry / EMBEDDINGS), timings)
                 timings["cache_hit"] = 1.0
                 timings["index"] = time.perf_counter() - start
                 self.timings = timings
@@ -196,7 +231,7 @@ class Dense:
                 (tmp / DOC_IDS).write_text(json.dumps(doc_ids))
                 write_meta(tmp, {**key, "model_path": self.model, "documents": len(doc_ids)})
             logger.info("dense embeddings saved to %s", entry)
-        self._set(doc_ids, embeddings)
+        self._set(doc_ids, embeddings, timings)
         timings["index"] = time.perf_counter() - start
         self.timings = timings
         return self
@@ -237,25 +272,38 @@ class Dense:
         return run
 
     def top_k(self, query_embeddings: np.ndarray, top_k: int) -> list[dict[str, float]]:
-        """Exact top-k by dot product for each row of ``query_embeddings`` (float32)."""
+        """Top-k by dot product for each row of ``query_embeddings`` (float32), best first."""
         docs = self.embeddings
         n = docs.shape[0]
         k = min(top_k, n)
-        q = np.asarray(query_embeddings, dtype=np.float32)
+        q = np.ascontiguousarray(query_embeddings, dtype=np.float32)
         rows = max(1, SCORE_BLOCK // max(n, 1))
-        ids, order = self._doc_ids, self._doc_order
         out: list[dict[str, float]] = []
         for begin in range(0, q.shape[0], rows):
-            scores = q[begin : begin + rows] @ docs.T
-            if k < n:
-                idx = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+            block = q[begin : begin + rows]
+            if self._faiss is not None:
+                top, idx = self._faiss.search(block, k)
             else:
-                idx = np.broadcast_to(np.arange(n), scores.shape)
-            top = np.take_along_axis(scores, idx, axis=1)
-            # sort by score descending, then by doc_id ascending
-            perm = np.lexsort((order[idx], -top), axis=-1)
-            idx = np.take_along_axis(idx, perm, axis=1)
-            top = np.take_along_axis(top, perm, axis=1)
-            for i_row, s_row in zip(idx.tolist(), top.tolist()):
-                out.append({ids[i]: s for i, s in zip(i_row, s_row)})
+                scores = block @ docs.T
+                if k < n:
+                    idx = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+                else:
+                    idx = np.broadcast_to(np.arange(n), scores.shape)
+                top = np.take_along_axis(scores, idx, axis=1)
+            out.extend(self._ordered(idx, top))
         return out
+
+    def _ordered(self, idx: np.ndarray, top: np.ndarray) -> list[dict[str, float]]:
+        """Rows of (document index, score) as dicts sorted by score desc, then ``doc_id``."""
+        order, ids = self._doc_order, self._doc_ids
+        valid = idx >= 0  # approximate FAISS indexes may return fewer than k (padded with -1)
+        safe = np.where(valid, idx, 0)
+        key = np.where(valid, -top, np.inf)
+        perm = np.lexsort((order[safe], key), axis=-1)
+        idx = np.take_along_axis(safe, perm, axis=1)
+        top = np.take_along_axis(top, perm, axis=1)
+        valid = np.take_along_axis(valid, perm, axis=1)
+        return [
+            {ids[i]: s for i, s, v in zip(i_row, s_row, v_row) if v}
+            for i_row, s_row, v_row in zip(idx.tolist(), top.tolist(), valid.tolist())
+        ]
