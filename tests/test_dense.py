@@ -11,7 +11,7 @@ import pytest
 from winnow.errors import ConfigError, InputError
 from winnow.fusion import rrf
 from winnow.retrieval import BM25, Dense
-from winnow.retrieval.dense import model_fingerprint
+from winnow.retrieval.dense import exact_top_k, model_fingerprint
 from winnow.testing import sample_corpus
 from winnow.types import Document
 
@@ -59,10 +59,38 @@ def test_search_is_exact_cosine_top_k(tiny_bi_encoder, corpus):
     assert set(dense.timings) >= {"encode", "retrieve", "search"}
 
 
-def test_top_k_clamped_and_ties_by_doc_id(tiny_bi_encoder):
+def test_top_k_clamped(tiny_bi_encoder):
     corpus = {k: Document(k, "identical text") for k in ("c", "a", "b")}
     run = Dense(tiny_bi_encoder, device="cpu").index(corpus).search({"q": "text"}, top_k=100)
-    assert list(run["q"]) == ["a", "b", "c"]
+    assert sorted(run["q"]) == ["a", "b", "c"]
+    assert max(run["q"].values()) - min(run["q"].values()) < 1e-6
+
+
+def test_exact_top_k_orders_ties_by_doc_order():
+    # exactly representable products, so equal scores are exactly equal
+    docs = np.array([[1, 0], [0.5, 0.5], [1, 0], [0, 1], [1, 0]], dtype=np.float32)
+    queries = np.array([[1, 0], [0, 1]], dtype=np.float32)
+    idx, top = exact_top_k(queries, docs, top_k=3)
+    assert idx.tolist() == [[0, 2, 4], [3, 1, 0]]
+    assert top.tolist() == [[1, 1, 1], [1, 0.5, 0]]
+    doc_order = np.array([4, 3, 2, 1, 0])  # reverse: the last document has the smallest id
+    idx, _ = exact_top_k(queries, docs, top_k=2, doc_order=doc_order, block=2)
+    assert idx.tolist() == [[4, 2], [3, 1]]
+    full, _ = exact_top_k(queries, docs, top_k=10)
+    assert full.shape == (2, 5)
+
+
+def test_exact_top_k_matches_full_sort_with_many_ties():
+    rng = np.random.default_rng(0)
+    docs = rng.integers(-2, 3, size=(300, 4)).astype(np.float32)  # small integers: many exact ties
+    queries = rng.integers(-2, 3, size=(50, 4)).astype(np.float32)
+    doc_order = rng.permutation(300)
+    idx, top = exact_top_k(queries, docs, top_k=17, doc_order=doc_order, block=1000)
+    scores = queries @ docs.T
+    for row in range(len(queries)):
+        expected = np.lexsort((doc_order, -scores[row]))[:17]
+        assert idx[row].tolist() == expected.tolist()
+        assert top[row].tolist() == scores[row, expected].tolist()
 
 
 def test_embedding_cache(tiny_bi_encoder, corpus, tmp_path, monkeypatch):

@@ -273,37 +273,71 @@ class Dense:
 
     def top_k(self, query_embeddings: np.ndarray, top_k: int) -> list[dict[str, float]]:
         """Top-k by dot product for each row of ``query_embeddings`` (float32), best first."""
-        docs = self.embeddings
-        n = docs.shape[0]
-        k = min(top_k, n)
-        q = np.ascontiguousarray(query_embeddings, dtype=np.float32)
-        rows = max(1, SCORE_BLOCK // max(n, 1))
-        out: list[dict[str, float]] = []
-        for begin in range(0, q.shape[0], rows):
-            block = q[begin : begin + rows]
-            if self._faiss is not None:
-                top, idx = self._faiss.search(block, k)
-            else:
-                scores = block @ docs.T
-                if k < n:
-                    idx = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-                else:
-                    idx = np.broadcast_to(np.arange(n), scores.shape)
-                top = np.take_along_axis(scores, idx, axis=1)
-            out.extend(self._ordered(idx, top))
-        return out
-
-    def _ordered(self, idx: np.ndarray, top: np.ndarray) -> list[dict[str, float]]:
-        """Rows of (document index, score) as dicts sorted by score desc, then ``doc_id``."""
-        order, ids = self._doc_order, self._doc_ids
-        valid = idx >= 0  # approximate FAISS indexes may return fewer than k (padded with -1)
-        safe = np.where(valid, idx, 0)
-        key = np.where(valid, -top, np.inf)
-        perm = np.lexsort((order[safe], key), axis=-1)
-        idx = np.take_along_axis(safe, perm, axis=1)
-        top = np.take_along_axis(top, perm, axis=1)
-        valid = np.take_along_axis(valid, perm, axis=1)
+        if self._faiss is not None:
+            k = min(top_k, len(self._doc_ids))
+            q = np.ascontiguousarray(query_embeddings, dtype=np.float32)
+            top, idx = self._faiss.search(q, k) if len(q) else (np.zeros((0, k)), np.zeros((0, k)))
+            idx, top = order_hits(idx.astype(np.int64), top.astype(np.float32), self._doc_order)
+        else:
+            idx, top = exact_top_k(query_embeddings, self.embeddings, top_k, self._doc_order)
+        ids = self._doc_ids
         return [
-            {ids[i]: s for i, s, v in zip(i_row, s_row, v_row) if v}
-            for i_row, s_row, v_row in zip(idx.tolist(), top.tolist(), valid.tolist())
+            {ids[i]: s for i, s in zip(i_row, s_row) if i >= 0}
+            for i_row, s_row in zip(idx.tolist(), top.tolist())
         ]
+
+
+def order_hits(
+    idx: np.ndarray, scores: np.ndarray, doc_order: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Sort each row of hits by score descending, then by ``doc_order`` (index when omitted).
+
+    Entries with index -1 (padding from approximate FAISS indexes) go last.
+    """
+    valid = idx >= 0
+    safe = np.where(valid, idx, 0)
+    tie = safe if doc_order is None else doc_order[safe]
+    perm = np.lexsort((tie, np.where(valid, -scores, np.inf)), axis=-1)
+    return np.take_along_axis(idx, perm, axis=1), np.take_along_axis(scores, perm, axis=1)
+
+
+def exact_top_k(
+    queries: np.ndarray,
+    documents: np.ndarray,
+    top_k: int,
+    doc_order: np.ndarray | None = None,
+    block: int = SCORE_BLOCK,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-k inner product: ``(indices, scores)`` of shape (queries, min(top_k, documents)).
+
+    Scores are computed in float32 for blocks of queries of at most ``block`` elements, the top k
+    selected with ``argpartition`` and only those sorted (score descending, ties by ``doc_order``,
+    which also decides which of several documents tied at the k-th score are kept).
+    """
+    docs = np.asarray(documents, dtype=np.float32)
+    q = np.asarray(queries, dtype=np.float32)
+    n = docs.shape[0]
+    k = min(top_k, n)
+    rows = max(1, block // max(n, 1))
+    out_idx = np.empty((q.shape[0], k), dtype=np.int64)
+    out_top = np.empty((q.shape[0], k), dtype=np.float32)
+    for begin in range(0, q.shape[0], rows):
+        scores = q[begin : begin + rows] @ docs.T
+        if k < n:
+            idx = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+            top = np.take_along_axis(scores, idx, axis=1)
+            # argpartition picks arbitrarily among documents tied with the k-th score; redo those
+            # (rare) rows so the documents kept are the ones with the smallest doc_order
+            kth = top.min(axis=1, keepdims=True)
+            for row in np.flatnonzero((scores >= kth).sum(axis=1) > k):
+                cand = np.flatnonzero(scores[row] >= kth[row])
+                tie = cand if doc_order is None else doc_order[cand]
+                cand = cand[np.lexsort((tie, -scores[row, cand]))[:k]]
+                idx[row], top[row] = cand, scores[row, cand]
+        else:
+            idx = np.broadcast_to(np.arange(n), scores.shape)
+            top = scores
+        idx, top = order_hits(idx, top, doc_order)
+        out_idx[begin : begin + len(idx)] = idx
+        out_top[begin : begin + len(idx)] = top
+    return out_idx, out_top
