@@ -87,6 +87,12 @@ def test_ties_ordered_by_doc_id():
     run = BM25().index(corpus).search({"q": "same"})
     assert list(run["q"]) == ["a", "m", "z"]
     assert len(set(run["q"].values())) == 1
+    # documents tied at the cut: the smallest doc_ids are kept, whatever their positions
+    corpus = {k: Document(k, "same words") for k in ("z", "y", "m", "b", "a", "c")}
+    corpus["top"] = Document("top", "same same words")
+    bm25 = BM25().index(corpus)
+    assert list(bm25.search({"q": "same"}, top_k=3)["q"]) == ["top", "a", "b"]
+    assert list(bm25.search({"q": "same"}, top_k=1)["q"]) == ["top"]
 
 
 def test_bad_use():

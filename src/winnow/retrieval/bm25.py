@@ -89,6 +89,7 @@ class BM25:
         self.timings: dict[str, float] = {}
         self._retriever = None
         self._doc_ids: list[str] = []
+        self._doc_order: np.ndarray | None = None  # rank of each doc_id in sorted order
 
     def __repr__(self) -> str:
         return (
@@ -147,6 +148,7 @@ class BM25:
                 t = time.perf_counter()
                 self._retriever = bm25s.BM25.load(str(entry), load_corpus=False)
                 self._doc_ids = json.loads((entry / DOC_IDS).read_text())
+                self._doc_order = None
                 timings.update(cache_hit=1.0, load=time.perf_counter() - t)
                 timings["index"] = time.perf_counter() - start
                 self.timings = timings
@@ -166,7 +168,7 @@ class BM25:
                 (tmp / DOC_IDS).write_text(json.dumps(doc_ids))
                 write_meta(tmp, {**key, "documents": len(doc_ids)})
             logger.info("BM25 index saved to %s", entry)
-        self._retriever, self._doc_ids = retriever, doc_ids
+        self._retriever, self._doc_ids, self._doc_order = retriever, doc_ids, None
         timings["index"] = time.perf_counter() - start
         self.timings = timings
         return self
@@ -197,20 +199,27 @@ class BM25:
         vocab = self._retriever.vocab_dict
         tokens = [[tok for tok in q if tok in vocab] for q in tokens]
         keep = [i for i, q in enumerate(tokens) if q]
-        k = min(top_k, len(self._doc_ids))
+        n = len(self._doc_ids)
+        k = min(top_k, n)
         t = time.perf_counter()
         if keep:
+            # one extra hit shows whether documents tied with the k-th score were left out
+            k_req = min(k + 1, n)
             docs, scores = self._retriever.retrieve(
                 [tokens[i] for i in keep],
-                k=k,
+                k=k_req,
                 sorted=True,
                 show_progress=self.show_progress,
                 n_threads=self.n_threads,
             )
             ids = self._doc_ids
             for row, i in enumerate(keep):
-                positive = scores[row] > 0
-                hits = zip(docs[row][positive].tolist(), scores[row][positive].tolist())
+                d_row, s_row = docs[row], scores[row]
+                if k_req > k and s_row[k] > 0 and s_row[k] == s_row[k - 1]:
+                    d_row, s_row = self._full_ranking(tokens[i], k)
+                d_row, s_row = d_row[:k], s_row[:k]
+                positive = s_row > 0
+                hits = zip(d_row[positive].tolist(), s_row[positive].tolist())
                 run[qids[i]] = dict(ranked({ids[d]: float(s) for d, s in hits}))
         self.timings = {
             "tokenize": tokenize_s,
@@ -218,6 +227,18 @@ class BM25:
             "search": time.perf_counter() - start,
         }
         return run
+
+    def _full_ranking(self, tokens: list[str], k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top k of all documents by score, ties by ``doc_id`` (used when ties cross the cut)."""
+        scores = np.asarray(self._retriever.get_scores(tokens), dtype=np.float32)
+        if self._doc_order is None:
+            order = np.empty(len(self._doc_ids), dtype=np.int64)
+            order[np.argsort(np.asarray(self._doc_ids, dtype=object), kind="stable")] = np.arange(
+                len(self._doc_ids)
+            )
+            self._doc_order = order
+        best = np.lexsort((self._doc_order, -scores))[:k]
+        return best, scores[best]
 
     def get_scores(self, query: str) -> np.ndarray:
         """BM25 score of every indexed document for one query (float32, in ``doc_ids`` order)."""
