@@ -177,3 +177,32 @@ def test_shared_datasets_load(shared_datasets):
         ds = load_dataset(name, data_dir=str(shared_datasets), download=False)
         assert (len(ds.corpus), len(ds.queries)) == (docs, queries)
         assert set(ds.qrels) <= set(ds.queries)
+
+
+def test_cli_check_and_list(tmp_path, capsys, monkeypatch):
+    from winnow.cli import main
+
+    write_beir(tmp_path / "data" / "toy")
+    monkeypatch.setenv("WINNOW_DATA", str(tmp_path / "data"))
+    assert main(["data", "check", "toy", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary == {
+        "name": "toy",
+        "source": str(tmp_path / "data" / "toy"),
+        "split": "test",
+        "documents": 3,
+        "queries": 3,
+        "judged_queries": 2,
+        "judgments": 3,
+        "relevance": {"0": 1, "1": 1, "2": 1},
+        "empty_documents": 0,
+    }
+    assert main(["data", "list", "--json", "--cache-dir", str(tmp_path / "cache")]) == 0
+    listing = json.loads(capsys.readouterr().out)
+    assert (
+        listing["local"] == {"toy": str(tmp_path / "data" / "toy")}
+        and "scifact" in listing["public"]
+    )
+    (tmp_path / "data" / "toy" / "corpus.jsonl").write_text('{"_id": "d1", "text": "a"}\n{oops\n')
+    assert main(["data", "check", "toy"]) == 2
+    assert "corpus.jsonl:2: invalid JSON" in capsys.readouterr().err

@@ -159,3 +159,35 @@ def test_known_table():
         assert entry.md5 is not None and len(entry.md5) == 32
         assert entry.sha256 is None or len(entry.sha256) == 64
     assert json.dumps(sorted(KNOWN_BEIR))  # names are plain strings
+
+
+def test_cli_fetch_then_check(server, tmp_path, capsys):
+    from winnow.cli import main
+
+    body = server.routes["/toy.zip"]
+    cache = str(tmp_path / "cache")
+    url = server.base + "/toy.zip"
+    sha = hashlib.sha256(body).hexdigest()
+    assert main(["data", "fetch", "toy", "--url", url, "--sha256", sha, "--cache-dir", cache]) == 0
+    assert capsys.readouterr().out.strip() == str(tmp_path / "cache" / "toy")
+    assert main(["data", "check", "toy", "--cache-dir", cache, "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["documents"] == 2 and summary["judgments"] == 1
+    assert (
+        main(
+            [
+                "data",
+                "fetch",
+                "toy",
+                "--url",
+                url,
+                "--sha256",
+                "0" * 64,
+                "--cache-dir",
+                str(tmp_path / "c2"),
+            ]
+        )
+        == 2
+    )
+    assert "sha256 mismatch" in capsys.readouterr().err
+    assert server.hits == {"/toy.zip": 2}
