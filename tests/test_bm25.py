@@ -142,3 +142,24 @@ def test_reproduces_reference_ndcg(shared_datasets, name):
     run = BM25().index(ds.corpus).search(ds.queries, top_k=1000)
     got = ir_measures.calc_aggregate([ir_measures.nDCG @ 10], ds.qrels, run)[ir_measures.nDCG @ 10]
     assert got == pytest.approx(REFERENCE[name], abs=0.01)
+
+
+def test_damaged_or_unwritable_cache_falls_back(tmp_path, caplog):
+    BM25(cache_dir=tmp_path).index(CORPUS)
+    [entry] = (tmp_path / "bm25").iterdir()
+    (entry / "data.csc.index.npy").unlink()  # damaged by hand
+    again = BM25(cache_dir=tmp_path).index(CORPUS)
+    assert again.timings["cache_hit"] == 0 and "rebuilding" in caplog.text
+    assert (entry / "data.csc.index.npy").is_file()  # rewritten
+    assert BM25(cache_dir=tmp_path).index(CORPUS).timings["cache_hit"] == 1
+
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("x")
+    bm25 = BM25(cache_dir=not_a_dir).index(CORPUS)
+    assert "could not write cache entry" in caplog.text
+    assert set(bm25.search({"q": "wing"})["q"]) == {"a", "c"}
+
+
+def test_corpus_must_hold_documents():
+    with pytest.raises(InputError, match=r"corpus\['a'\] must be a winnow.types.Document"):
+        BM25().index({"a": "plain text"})

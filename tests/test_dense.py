@@ -119,6 +119,15 @@ def test_embedding_cache(tiny_bi_encoder, corpus, tmp_path, monkeypatch):
     assert len(list((tmp_path / "dense").iterdir())) == 3
 
 
+def test_damaged_cache_entry_is_rebuilt(tiny_bi_encoder, corpus, tmp_path, caplog):
+    Dense(tiny_bi_encoder, cache_dir=tmp_path, device="cpu").index(corpus)
+    [entry] = (tmp_path / "dense").iterdir()
+    np.save(entry / "embeddings.npy", np.zeros((3, 4), dtype=np.float32))  # wrong shape
+    dense = Dense(tiny_bi_encoder, cache_dir=tmp_path, device="cpu").index(corpus)
+    assert dense.timings["cache_hit"] == 0 and "rebuilding" in caplog.text
+    assert np.load(entry / "embeddings.npy").shape[0] == len(corpus)
+
+
 def test_model_fingerprint_follows_content_not_location(tiny_bi_encoder, tmp_path):
     copy = shutil.copytree(tiny_bi_encoder, tmp_path / "copy")
     assert model_fingerprint(copy) == model_fingerprint(tiny_bi_encoder)

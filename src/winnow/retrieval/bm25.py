@@ -14,17 +14,19 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from winnow._fs import atomic_directory
 from winnow._hashing import corpus_hash
 from winnow._runs import check_top_k, ranked
 from winnow.errors import ConfigError, InputError
-from winnow.retrieval._cache import entry_dir, is_complete, write_meta
+from winnow.retrieval._cache import entry_dir, is_complete, save_entry
+from winnow.retrieval._checks import check_corpus, check_queries
 from winnow.types import Document, Run
 
 logger = logging.getLogger(__name__)
@@ -135,8 +137,7 @@ class BM25:
         """Index ``corpus`` (``{doc_id: Document}``), or load its index from ``cache_dir``."""
         import bm25s
 
-        if not corpus:
-            raise InputError("cannot index an empty corpus")
+        check_corpus(corpus)
         start = time.perf_counter()
         timings: dict[str, float] = {"cache_hit": 0.0}
         entry = None
@@ -146,14 +147,19 @@ class BM25:
             entry = entry_dir(self.cache_dir, "bm25", key)
             if is_complete(entry):
                 t = time.perf_counter()
-                self._retriever = bm25s.BM25.load(str(entry), load_corpus=False)
-                self._doc_ids = json.loads((entry / DOC_IDS).read_text())
-                self._doc_order = None
-                timings.update(cache_hit=1.0, load=time.perf_counter() - t)
-                timings["index"] = time.perf_counter() - start
-                self.timings = timings
-                logger.info("BM25 index loaded from %s", entry)
-                return self
+                try:
+                    retriever = bm25s.BM25.load(str(entry), load_corpus=False, show_progress=False)
+                    doc_ids = json.loads((entry / DOC_IDS).read_text())
+                except (OSError, ValueError, KeyError) as exc:
+                    logger.warning("unreadable BM25 cache entry %s (%s); rebuilding", entry, exc)
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    self._retriever, self._doc_ids, self._doc_order = retriever, doc_ids, None
+                    timings.update(cache_hit=1.0, load=time.perf_counter() - t)
+                    timings["index"] = time.perf_counter() - start
+                    self.timings = timings
+                    logger.info("BM25 index loaded from %s", entry)
+                    return self
         doc_ids = list(corpus)
         t = time.perf_counter()
         tokens = self._tokenize([f"{d.title} {d.text}" for d in corpus.values()], return_ids=True)
@@ -163,11 +169,13 @@ class BM25:
         retriever.index(tokens, show_progress=self.show_progress)
         timings["build"] = time.perf_counter() - t
         if entry is not None:
-            with atomic_directory(entry) as tmp:
-                retriever.save(str(tmp), show_progress=False)
-                (tmp / DOC_IDS).write_text(json.dumps(doc_ids))
-                write_meta(tmp, {**key, "documents": len(doc_ids)})
-            logger.info("BM25 index saved to %s", entry)
+
+            def write(folder: Path) -> None:
+                retriever.save(str(folder), show_progress=False)
+                (folder / DOC_IDS).write_text(json.dumps(doc_ids))
+
+            if save_entry(entry, {**key, "documents": len(doc_ids)}, write):
+                logger.info("BM25 index saved to %s", entry)
         self._retriever, self._doc_ids, self._doc_order = retriever, doc_ids, None
         timings["index"] = time.perf_counter() - start
         self.timings = timings
@@ -183,12 +191,7 @@ class BM25:
             raise InputError("BM25.search called before index()")
         top_k = check_top_k(top_k)
         start = time.perf_counter()
-        qids = list(queries)
-        for qid in qids:
-            if not isinstance(queries[qid], str):
-                raise InputError(
-                    f"query {qid!r} must be a string, got {type(queries[qid]).__name__}"
-                )
+        qids = check_queries(queries)
         run: Run = {qid: {} for qid in qids}
         if not qids:
             self.timings = {"tokenize": 0.0, "retrieve": 0.0, "search": 0.0}

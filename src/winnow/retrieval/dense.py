@@ -21,6 +21,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -28,11 +29,11 @@ from typing import Any
 
 import numpy as np
 
-from winnow._fs import atomic_directory
 from winnow._hashing import corpus_hash
 from winnow._runs import check_top_k
 from winnow.errors import ConfigError, InputError, require
-from winnow.retrieval._cache import entry_dir, is_complete, write_meta
+from winnow.retrieval._cache import entry_dir, is_complete, save_entry
+from winnow.retrieval._checks import check_corpus, check_queries
 from winnow.types import Document, Run
 
 logger = logging.getLogger(__name__)
@@ -203,8 +204,7 @@ class Dense:
 
     def index(self, corpus: Mapping[str, Document]) -> Dense:
         """Embed ``corpus`` (``{doc_id: Document}``), or load its embeddings from ``cache_dir``."""
-        if not corpus:
-            raise InputError("cannot index an empty corpus")
+        check_corpus(corpus)
         start = time.perf_counter()
         timings: dict[str, float] = {"cache_hit": 0.0, "encode": 0.0}
         entry = key = None
@@ -213,24 +213,35 @@ class Dense:
             timings["hash"] = time.perf_counter() - start
             entry = entry_dir(self.cache_dir, "dense", key)
             if is_complete(entry):
-                doc_ids = json.loads((entry / DOC_IDS).read_text())
-                self._set(doc_ids, np.load(entry / EMBEDDINGS), timings)
-                timings["cache_hit"] = 1.0
-                timings["index"] = time.perf_counter() - start
-                self.timings = timings
-                logger.info("dense embeddings loaded from %s", entry)
-                return self
+                try:
+                    doc_ids = json.loads((entry / DOC_IDS).read_text())
+                    embeddings = np.load(entry / EMBEDDINGS)
+                    if embeddings.shape[0] != len(doc_ids) or len(doc_ids) != len(corpus):
+                        raise ValueError("embeddings do not match the documents")
+                except (OSError, ValueError) as exc:
+                    logger.warning("unreadable dense cache entry %s (%s); rebuilding", entry, exc)
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    self._set(doc_ids, embeddings, timings)
+                    timings["cache_hit"] = 1.0
+                    timings["index"] = time.perf_counter() - start
+                    self.timings = timings
+                    logger.info("dense embeddings loaded from %s", entry)
+                    return self
         doc_ids = list(corpus)
         t = time.perf_counter()
         texts = [f"{d.title} {d.text}".strip() for d in corpus.values()]
         embeddings = self.encoder.encode_documents(texts, show_progress=self._progress())
         timings["encode"] = time.perf_counter() - t
         if entry is not None:
-            with atomic_directory(entry) as tmp:
-                np.save(tmp / EMBEDDINGS, np.asarray(embeddings, dtype=np.float32))
-                (tmp / DOC_IDS).write_text(json.dumps(doc_ids))
-                write_meta(tmp, {**key, "model_path": self.model, "documents": len(doc_ids)})
-            logger.info("dense embeddings saved to %s", entry)
+
+            def write(folder: Path) -> None:
+                np.save(folder / EMBEDDINGS, np.asarray(embeddings, dtype=np.float32))
+                (folder / DOC_IDS).write_text(json.dumps(doc_ids))
+
+            meta = {**key, "model_path": self.model, "documents": len(doc_ids)}
+            if save_entry(entry, meta, write):
+                logger.info("dense embeddings saved to %s", entry)
         self._set(doc_ids, embeddings, timings)
         timings["index"] = time.perf_counter() - start
         self.timings = timings
@@ -246,12 +257,7 @@ class Dense:
             raise InputError("Dense.search called before index()")
         top_k = check_top_k(top_k)
         start = time.perf_counter()
-        qids = list(queries)
-        for qid in qids:
-            if not isinstance(queries[qid], str):
-                raise InputError(
-                    f"query {qid!r} must be a string, got {type(queries[qid]).__name__}"
-                )
+        qids = check_queries(queries)
         run: Run = {qid: {} for qid in qids}
         live = [q for q in qids if queries[q].strip()]
         t = time.perf_counter()
