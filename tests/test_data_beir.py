@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from winnow.data import load_beir, load_dataset
-from winnow.errors import DatasetError
+from winnow.errors import ConfigError, DatasetError
 from winnow.types import Document
 
 CORPUS = [
@@ -206,3 +206,13 @@ def test_cli_check_and_list(tmp_path, capsys, monkeypatch):
     (tmp_path / "data" / "toy" / "corpus.jsonl").write_text('{"_id": "d1", "text": "a"}\n{oops\n')
     assert main(["data", "check", "toy"]) == 2
     assert "corpus.jsonl:2: invalid JSON" in capsys.readouterr().err
+
+
+def test_unknown_ids_can_be_dropped_with_a_warning(tmp_path, caplog):
+    qrels = "query-id\tcorpus-id\tscore\nq1\td1\t1\nq9\td1\t1\nq2\td9\t1\n"
+    root = write_beir(tmp_path / "t", qrels=qrels)
+    ds = load_dataset(root, unknown_ids="drop")
+    assert ds.qrels == {"q1": {"d1": 1}}
+    assert "dropped 2 judgment(s)" in caplog.text and "lines 3, 4" in caplog.text
+    with pytest.raises(ConfigError, match="unknown_ids"):
+        load_beir(root, unknown_ids="ignore")

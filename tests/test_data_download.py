@@ -191,3 +191,19 @@ def test_cli_fetch_then_check(server, tmp_path, capsys):
     )
     assert "sha256 mismatch" in capsys.readouterr().err
     assert server.hits == {"/toy.zip": 2}
+
+
+def test_extract_refuses_oversized_and_symlinked_archives(tmp_path):
+    from winnow.data.download import safe_extract
+
+    archive = tmp_path / "a.zip"
+    archive.write_bytes(beir_zip("toy"))
+    with pytest.raises(DatasetError, match="more than the limit of 10"):
+        safe_extract(archive, tmp_path / "out", max_bytes=10)
+    link = zipfile.ZipInfo("toy/link")
+    link.external_attr = 0o120777 << 16  # a symbolic link entry
+    with zipfile.ZipFile(archive, "a") as zf:
+        zf.writestr(link, "/etc/passwd")
+    with pytest.raises(DatasetError, match="symbolic link 'toy/link'"):
+        safe_extract(archive, tmp_path / "out2")
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())

@@ -112,10 +112,21 @@ def _download(url: str, dest: Path, timeout: float, show_progress: bool | None) 
     return sha.hexdigest(), md5.hexdigest()
 
 
-def safe_extract(archive: Path, dest: Path) -> None:
-    """Extract a zip into ``dest``, refusing absolute paths, ``..`` components and symlinks."""
+#: Refuse archives that would unpack to more than this (the largest BEIR corpus unpacks to a few GB).
+MAX_UNPACKED_BYTES = 64 << 30
+
+
+def safe_extract(archive: Path, dest: Path, max_bytes: int = MAX_UNPACKED_BYTES) -> None:
+    """Extract a zip into ``dest``, refusing absolute paths, ``..`` components, symlinks and
+    archives that would unpack to more than ``max_bytes``."""
     try:
         with zipfile.ZipFile(archive) as zf:
+            total = sum(info.file_size for info in zf.infolist())
+            if total > max_bytes:
+                raise DatasetError(
+                    f"archive would unpack to {total} bytes, more than the limit of {max_bytes}",
+                    archive,
+                )
             for info in zf.infolist():
                 name = info.filename
                 parts = PurePosixPath(name.replace("\\", "/")).parts
