@@ -163,3 +163,11 @@ def test_damaged_or_unwritable_cache_falls_back(tmp_path, caplog):
 def test_corpus_must_hold_documents():
     with pytest.raises(InputError, match=r"corpus\['a'\] must be a winnow.types.Document"):
         BM25().index({"a": "plain text"})
+
+
+def test_threaded_retrieval_gives_the_same_run(shared_datasets):
+    ds = load_dataset("adi", data_dir=str(shared_datasets), download=False)
+    single = BM25().index(ds.corpus).search(ds.queries, top_k=50)
+    threaded = BM25(n_threads=2).index(ds.corpus).search(ds.queries, top_k=50)
+    assert threaded == single
+    assert [list(d) for d in threaded.values()] == [list(d) for d in single.values()]

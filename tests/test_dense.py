@@ -196,3 +196,12 @@ def test_rrf_hybrid_on_cranfield_beats_both(cranfield_runs):
     hybrid = ndcg10(ds.qrels, rrf([bm25_run, dense_run]))
     assert 0.39 <= hybrid <= 0.45  # measured 0.4221
     assert hybrid > max(ndcg10(ds.qrels, bm25_run), ndcg10(ds.qrels, dense_run))
+
+
+@pytest.mark.gpu
+def test_cuda_matches_cpu(tiny_bi_encoder, corpus):
+    cpu = Dense(tiny_bi_encoder, device="cpu", dtype="float32").index(corpus).search(QUERIES, 5)
+    gpu = Dense(tiny_bi_encoder, device="cuda", dtype="float32").index(corpus).search(QUERIES, 5)
+    for qid in ("q1", "q2"):
+        assert list(gpu[qid].values()) == pytest.approx(list(cpu[qid].values()), abs=1e-4)
+        assert len(set(gpu[qid]) & set(cpu[qid])) >= 4  # near-ties may swap at the cut
