@@ -138,6 +138,7 @@ def test_shared_qrels_match_ir_measures(shared_datasets, tmp_path):
         ("q1 0 d1 yes\n", 1, "relevance must be an integer"),
         ("q1 0 d1 1 extra stuff\n", 1, "expected 4 columns (TREC"),
         ("q1 0 d1 1\nq1 0 d1 2\n", 2, "conflicting judgment"),
+        ("q1\td1\t1.5\nq1\td2\t1\n", 1, "relevance must be an integer"),  # not a header
     ],
 )
 def test_read_qrels_errors(tmp_path, text, line, fragment):
