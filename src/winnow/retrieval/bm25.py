@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from winnow._hashing import corpus_hash
-from winnow._runs import check_top_k, ranked
+from winnow._runs import check_top_k, ranked, tie_break_order
 from winnow.errors import ConfigError, InputError
 from winnow.retrieval._cache import entry_dir, is_complete, save_entry
 from winnow.retrieval._checks import check_corpus, check_queries
@@ -235,11 +235,7 @@ class BM25:
         """Top k of all documents by score, ties by ``doc_id`` (used when ties cross the cut)."""
         scores = np.asarray(self._retriever.get_scores(tokens), dtype=np.float32)
         if self._doc_order is None:
-            order = np.empty(len(self._doc_ids), dtype=np.int64)
-            order[np.argsort(np.asarray(self._doc_ids, dtype=object), kind="stable")] = np.arange(
-                len(self._doc_ids)
-            )
-            self._doc_order = order
+            self._doc_order = tie_break_order(self._doc_ids)
         best = np.lexsort((self._doc_order, -scores))[:k]
         return best, scores[best]
 

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from winnow._hashing import corpus_hash
-from winnow._runs import check_top_k
+from winnow._runs import check_top_k, tie_break_order
 from winnow.errors import ConfigError, InputError, require
 from winnow.retrieval._cache import entry_dir, is_complete, save_entry
 from winnow.retrieval._checks import check_corpus, check_queries
@@ -178,11 +178,7 @@ class Dense:
     def _set(self, doc_ids: list[str], embeddings: np.ndarray, timings: dict[str, float]) -> None:
         self._doc_ids = doc_ids
         self.embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
-        order = np.empty(len(doc_ids), dtype=np.int64)
-        order[np.argsort(np.asarray(doc_ids, dtype=object), kind="stable")] = np.arange(
-            len(doc_ids)
-        )
-        self._doc_order = order  # rank of each document's id in sorted order, for tie-breaking
+        self._doc_order = tie_break_order(doc_ids)  # tie-break key: rank of each id in sorted order
         self._faiss = None
         if self.index_type == "faiss":
             t = time.perf_counter()
