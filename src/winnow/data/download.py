@@ -165,9 +165,12 @@ def fetch_beir(
     """Download and unpack a BEIR zip into ``cache_dir/<name>``; return that folder.
 
     A folder already there (completed by an earlier call, and matching ``sha256`` when given) is
-    returned with no request. Otherwise the archive is streamed to a temporary file with a timeout,
-    its checksums verified (those given, else those in :data:`KNOWN_BEIR`), unzipped safely into a
+    returned with no request. Otherwise the archive is streamed to a temporary file (``timeout``
+    applies to connecting and to each read), its checksums verified, unzipped safely into a
     temporary folder and renamed into place, so an interrupted fetch leaves nothing behind.
+
+    Checksums: without ``url``, those of :data:`KNOWN_BEIR` (``sha256`` / ``md5`` given here take
+    precedence); with ``url`` (a mirror or another archive) only the ones given here.
 
     Raises:
         DatasetError: unknown name without ``url``, HTTP or network failure, checksum mismatch,
