@@ -22,10 +22,10 @@ from fastapi.responses import JSONResponse
 from winnow import __version__
 from winnow.rerankers.base import Reranker, apply_activation, rank_order
 from winnow.server import schemas as s
-from winnow.server.auth import ApiKeyMiddleware
 from winnow.server.batcher import FAILED, LOADING, READY, Batcher
 from winnow.server.config import ModelSpec, ServerConfig
 from winnow.server.errors import ERROR_RESPONSES, ApiError, install, limit_exceeded
+from winnow.server.guards import ApiKeyMiddleware, BodyLimitMiddleware
 from winnow.server.metrics import Metrics, TimingMiddleware
 
 #: Documents per Cohere "search unit".
@@ -197,7 +197,6 @@ def create_app(config: ServerConfig) -> FastAPI:
         version=__version__,
         description="Cohere/Jina-style (`/v1/rerank`) and TEI-style (`/rerank`) reranking APIs.",
         lifespan=lifespan,
-        max_body_size=config.max_body_bytes,
     )
     app.state.server = state
     app.state.metrics = metrics
@@ -337,6 +336,7 @@ def create_app(config: ServerConfig) -> FastAPI:
 
     paths = frozenset(r.path for r in app.routes if hasattr(r, "path"))
     # add_middleware wraps: the last one added sees the request first.
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=config.max_body_bytes)
     if config.api_key:
         app.add_middleware(ApiKeyMiddleware, api_key=config.api_key)
     app.add_middleware(TimingMiddleware, metrics=metrics, paths=paths)

@@ -94,7 +94,13 @@ def as_api_error(exc: BaseException) -> ApiError:
         return ApiError(503, kind, str(exc), headers=retry)
     if isinstance(exc, StarletteHTTPException):
         if exc.status_code == 413:
-            return ApiError(413, "limit_exceeded", "request body is too large", field="body")
+            return ApiError(
+                413,
+                "limit_exceeded",
+                str(exc.detail),
+                field="body",
+                limit=getattr(exc, "limit", None),
+            )
         return ApiError(
             exc.status_code, "http", str(exc.detail), headers=getattr(exc, "headers", None)
         )
