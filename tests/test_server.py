@@ -54,7 +54,7 @@ def test_v1_rerank_equals_library_rank(client, reranker):
     expected = reranker.rank(QUERY, DOCS)
     assert [x["index"] for x in body["results"]] == [h.index for h in expected]
     np.testing.assert_allclose(
-        [x["relevance_score"] for x in body["results"]], [h.score for h in expected], atol=1e-5
+        [x["relevance_score"] for x in body["results"]], [h.score for h in expected], atol=1e-4
     )
     assert [x["document"]["text"] for x in body["results"]] == [h.document for h in expected]
     assert body["model"] == "tiny"
@@ -104,7 +104,7 @@ def test_tei_rerank_shape_and_scores(client, reranker):
         "/rerank", json={"query": QUERY, "texts": texts, "raw_scores": True, "return_text": True}
     )
     body = r.json()
-    np.testing.assert_allclose([x["score"] for x in body], np.sort(raw)[::-1], atol=1e-5)
+    np.testing.assert_allclose([x["score"] for x in body], np.sort(raw)[::-1], atol=1e-4)
     assert all(x["text"] == texts[x["index"]] for x in body)
 
 
@@ -156,7 +156,7 @@ def test_chunked_documents_equal_rank_chunked(client, reranker, max_chunks):
     results = r.json()["results"]
     assert [x["index"] for x in results] == [h.index for h in expected]
     np.testing.assert_allclose(
-        [x["relevance_score"] for x in results], [h.score for h in expected], atol=1e-5
+        [x["relevance_score"] for x in results], [h.score for h in expected], atol=1e-4
     )
     assert [x["truncated"] for x in results] == [h.truncated for h in expected]
     assert [x["num_tokens"] for x in results] == [h.num_tokens for h in expected]
@@ -277,7 +277,7 @@ def test_concurrent_requests_each_get_their_own_results(server, reranker):
         got = r.json()["results"]
         assert [x["index"] for x in got] == [h.index for h in expected]
         np.testing.assert_allclose(
-            [x["relevance_score"] for x in got], [h.score for h in expected], atol=1e-5
+            [x["relevance_score"] for x in got], [h.score for h in expected], atol=1e-4
         )
 
 

@@ -148,7 +148,7 @@ def test_a_request_larger_than_a_batch_is_split_not_refused(tiny_bert):
         got = r.json()["results"]
         assert [x["index"] for x in got] == [h.index for h in expected]
         np.testing.assert_allclose(
-            [x["relevance_score"] for x in got], [h.score for h in expected], atol=1e-5
+            [x["relevance_score"] for x in got], [h.score for h in expected], atol=1e-4
         )
         text = httpx.get(srv.url + "/metrics").text
         assert metric(text, "winnow_batch_pairs_count") >= 30 / 4
