@@ -171,9 +171,9 @@ def test_chunked_documents_equal_rank_chunked(client, reranker, max_chunks):
         ({"query": "q", "documents": ["d"], "max_chunks_per_doc": 9}, "max_chunks_per_doc", 8),
     ],
 )
-def test_limits_answer_413_naming_field_and_limit(client, payload, field, limit):
+def test_limits_answer_422_naming_field_and_limit(client, payload, field, limit):
     r = client.post("/v1/rerank", json=payload)
-    assert r.status_code == 413
+    assert r.status_code == 422
     assert r.json()["field"] == field
     assert r.json()["limit"] == limit
     assert str(limit) in r.json()["error"]
@@ -181,7 +181,8 @@ def test_limits_answer_413_naming_field_and_limit(client, payload, field, limit)
 
 def test_tei_limits_name_texts(client):
     r = client.post("/rerank", json={"query": "q", "texts": ["d"] * 51})
-    assert r.status_code == 413 and r.json()["field"] == "texts"
+    assert r.status_code == 422 and r.json()["field"] == "texts"
+    assert r.json()["error_type"] == "limit_exceeded"
 
 
 def test_body_too_large_is_413(client):

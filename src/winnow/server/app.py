@@ -177,6 +177,47 @@ def _order(scores: np.ndarray, top_n: int | None) -> np.ndarray:
     return order[:top_n] if top_n is not None else order
 
 
+def install_openapi_limits(app: FastAPI, config: ServerConfig) -> None:
+    """Publish the configured limits in the OpenAPI schema (maxItems, maxLength, maximum).
+
+    The limits are only known at start-up, so the app enforces them (422 naming field and limit)
+    and the schema it serves states them, so generated clients and schema-driven tests know them.
+    """
+    from fastapi.openapi.utils import get_openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title=app.title,
+                version=app.version,
+                description=app.description,
+                routes=app.routes,
+            )
+            models = schema.get("components", {}).get("schemas", {})
+            text_limit = {"maxLength": config.max_document_chars}
+            for name, docs_field in (("RerankRequest", "documents"), ("TEIRerankRequest", "texts")):
+                props = models.get(name, {}).get("properties", {})
+                if not props:
+                    continue
+                props["query"]["maxLength"] = config.max_query_chars
+                props[docs_field]["maxItems"] = config.max_documents
+                items = props[docs_field].get("items", {})
+                for option in items.get("anyOf", [items]):
+                    if option.get("type") == "string":
+                        option.update(text_limit)
+                chunks = props.get("max_chunks_per_doc", {})
+                for option in chunks.get("anyOf", [chunks]):
+                    if option.get("type") == "integer":
+                        option["maximum"] = config.max_chunks_per_doc
+            doc_object = models.get("DocumentObject", {}).get("properties", {})
+            if "text" in doc_object:
+                doc_object["text"].update(text_limit)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi
+
+
 def create_app(config: ServerConfig) -> FastAPI:
     """Build the reranking app for ``config`` (models start loading when the app starts)."""
     metrics = Metrics()
@@ -301,13 +342,6 @@ def create_app(config: ServerConfig) -> FastAPI:
     )
     async def rerank_tei(body: s.TEIRerankRequest) -> list[s.TEIRank]:
         """TEI-style reranking: a bare list sorted by ``score``; sigmoid scores unless ``raw_scores``."""
-        if body.truncation_direction.lower() == "left":
-            raise ApiError(
-                422,
-                "validation",
-                "truncation_direction 'left' is not supported; documents are cut on the right",
-                field="truncation_direction",
-            )
         state.check_limits(body.query, body.texts, "texts", body.max_chunks_per_doc)
         batcher = state.batcher(body.model)
         scored = await state.score(batcher, body.query, body.texts, body.max_chunks_per_doc)
@@ -334,6 +368,7 @@ def create_app(config: ServerConfig) -> FastAPI:
             out.append(rank)
         return out
 
+    install_openapi_limits(app, config)
     paths = frozenset(r.path for r in app.routes if hasattr(r, "path"))
     # add_middleware wraps: the last one added sees the request first.
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=config.max_body_bytes)

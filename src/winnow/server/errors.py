@@ -1,6 +1,7 @@
 """Every error the server answers goes through :func:`handle_error`, the one exception handler.
 
-Bad input is 400/413/422 with a message naming the field (and the limit), an unknown model 404, a full
+Bad input is 422 with a message naming the field (and the limit, for the configured limits), a body
+over the size limit 413, an unknown model 404, a full
 queue 429 with ``Retry-After``, a model that is loading, failed or shutting down 503. Anything else is a
 500 whose body says only "internal server error": exception text and stack traces go to the log.
 The body has the shape of TEI's errors, ``{"error": ..., "error_type": ...}``, plus ``field`` and
@@ -47,8 +48,12 @@ class ApiError(Exception):
 
 
 def limit_exceeded(field: str, limit: int, actual: int, unit: str) -> ApiError:
+    """422: the limits are published in the OpenAPI schema, so passing one is invalid input.
+
+    (413 is kept for what the schema cannot say: the body size, and TEI's over-long inputs.)
+    """
     return ApiError(
-        413,
+        422,
         "limit_exceeded",
         f"{field} has {actual} {unit}; this server accepts at most {limit}",
         field=field,

@@ -23,8 +23,14 @@ def _valid_text(value: str, what: str) -> str:
     return value
 
 
+#: What counts as blank: ASCII whitespace, the same in Python, Rust and ECMA regular expressions.
+_BLANK = " \t\n\r\f\v"
+#: The published form of the same rule (a query must contain a non-blank character).
+QUERY_PATTERN = "[^ \\t\\n\\r\\f\\v]"
+
+
 def _non_empty_query(value: str) -> str:
-    if not value.strip():
+    if not value.strip(_BLANK):
         raise ValueError("query is empty (only whitespace)")
     return _valid_text(value, "query")
 
@@ -46,7 +52,12 @@ class RerankRequest(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
     model: str | None = Field(None, description="model name; the server's first model if omitted")
-    query: str = Field(..., min_length=1, description="the search query")
+    query: str = Field(
+        ...,
+        min_length=1,
+        description="the search query (not blank)",
+        json_schema_extra={"pattern": QUERY_PATTERN},
+    )
     documents: list[str | DocumentObject] = Field(
         ..., min_length=1, description='texts to rerank, as strings or {"text": ...} objects'
     )
@@ -128,14 +139,16 @@ class TEIRerankRequest(BaseModel):
     """``POST /rerank`` (Hugging Face text-embeddings-inference)."""
 
     model_config = ConfigDict(extra="ignore")
-    query: str = Field(..., min_length=1)
+    query: str = Field(..., min_length=1, json_schema_extra={"pattern": QUERY_PATTERN})
     texts: list[str] = Field(..., min_length=1)
     raw_scores: bool = Field(False, description="raw model scores instead of sigmoid ones")
     return_text: bool = False
     truncate: bool = Field(
         False, description="truncate over-long inputs instead of answering 413 (TEI default: false)"
     )
-    truncation_direction: Literal["right", "Right", "left", "Left"] = "right"
+    truncation_direction: Literal["right", "Right"] = Field(
+        "right", description="only right truncation is supported (documents are cut at the end)"
+    )
     model: str | None = Field(None, description="winnow extension: which served model")
     max_chunks_per_doc: int | None = Field(None, ge=1, description="winnow extension")
     return_token_info: bool = Field(False, description="winnow extension")
