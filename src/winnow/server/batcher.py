@@ -4,7 +4,8 @@ Requests put a job (their (query, document) pairs) on a bounded queue and await 
 The model's worker thread takes pairs from the front of the queue, across jobs, until it has
 ``max_batch_pairs`` of them or the oldest waiting job has waited ``max_wait`` seconds, and scores them
 with one ``reranker.score_pairs_detailed`` call (the engine length-sorts them and cuts token-budget
-batches). A job larger than one call is split across calls; its future is resolved, through
+batches). A job larger than one call is split across calls (except for listwise rerankers, whose
+jobs go whole); its future is resolved, through
 ``loop.call_soon_threadsafe``, when its last pair is scored. Inference never runs on the event loop.
 
 The same thread first loads and warms the model, so a server answers ``/health`` at once and
@@ -215,11 +216,21 @@ class Batcher:
                 self._cond.wait(remaining)
             batch: list[tuple[_Job, int, int]] = []
             room = self.max_batch_pairs
+            # Listwise rerankers rank a query's documents as one list: their jobs are never split,
+            # and two jobs with the same query never share a call (the lists would merge).
+            whole = self.reranker.score_type == "rank"
+            batch_queries: set[str] = set()
             while self._queue and room > 0:
                 job = self._queue[0]
                 if job.abandoned:
                     self._drop_front(job)
                     continue
+                if whole:
+                    queries = {q for q, _ in job.pairs}
+                    if batch and (len(job.pairs) > room or queries & batch_queries):
+                        break
+                    batch_queries |= queries
+                    room = max(room, len(job.pairs))
                 take = min(room, len(job.pairs) - job.taken)
                 batch.append((job, job.taken, job.taken + take))
                 job.taken += take
