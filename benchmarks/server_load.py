@@ -123,7 +123,7 @@ async def run_level(url: str, requests, clients: int, duration: float, seed: int
     errors: dict[str, int] = {}
     pairs_done = 0
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
+    async with httpx.AsyncClient(base_url=url, timeout=600, limits=limits) as client:
         stop_at = time.perf_counter() + duration
 
         async def worker(k: int) -> None:

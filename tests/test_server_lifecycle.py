@@ -111,6 +111,7 @@ def test_a_failed_model_is_reported_and_the_others_serve(tiny_bert, tmp_path):
         )
         assert r.status_code == 503
         assert r.json()["error_type"] == "model_failed" and "'bad'" in r.json()["error"]
+        assert r.json()["error"].endswith("available models: good")
 
 
 def test_queued_requests_share_one_model_call(tiny_bert):

@@ -91,6 +91,15 @@ class ServerState:
                 f"model {name!r} is not served here; available models: {available}",
                 field="model",
             )
+        if batcher.state == FAILED:
+            usable = [n for n, b in self.batchers.items() if b.state == READY]
+            raise ApiError(
+                503,
+                "model_failed",
+                f"model {name!r} failed to load ({batcher.error}); "
+                f"available models: {', '.join(usable) or 'none'}",
+                field="model",
+            )
         return batcher
 
     @property
@@ -113,7 +122,14 @@ class ServerState:
                     f"{docs_field}[{i}]", c.max_document_chars, len(text), "characters"
                 )
         if max_chunks is not None and max_chunks > c.max_chunks_per_doc:
-            raise limit_exceeded("max_chunks_per_doc", c.max_chunks_per_doc, max_chunks, "chunks")
+            raise ApiError(
+                422,
+                "limit_exceeded",
+                f"max_chunks_per_doc is {max_chunks}; this server allows at most "
+                f"{c.max_chunks_per_doc}",
+                field="max_chunks_per_doc",
+                limit=c.max_chunks_per_doc,
+            )
 
     # -- scoring -------------------------------------------------------------------------------
     async def score(
@@ -170,6 +186,11 @@ def _split_all(
         chunks = split_windows(text, tokenizer, window, stride, max_chunks=max_chunks + 1)
         out.append((chunks[:max_chunks], len(chunks) > max_chunks))
     return out
+
+
+def _kind(spec: ModelSpec, batcher: Batcher) -> str | None:
+    """The kind asked for, else the one inferred when the model was built."""
+    return spec.kind or (batcher.reranker.config.kind if batcher.reranker is not None else None)
 
 
 def _order(scores: np.ndarray, top_n: int | None) -> np.ndarray:
@@ -285,7 +306,7 @@ def create_app(config: ServerConfig) -> FastAPI:
                 s.ModelInfo(
                     id=name,
                     model=spec.model,
-                    kind=spec.kind,
+                    kind=_kind(spec, state.batchers[name]),
                     status=state.batchers[name].state,
                     default=name == config.default_model,
                 )
