@@ -213,3 +213,22 @@ def test_shutdown_finishes_in_flight_requests(tiny_bert):
         stopper.join(30)
         assert not srv.thread.is_alive()
         assert srv.app.state.server.batchers["m"].state == "stopped"
+
+
+def test_a_model_error_is_a_500_without_internals_and_the_server_survives(tiny_bert):
+    secret = "CUDA kernel failed at /opt/secret/path.py line 42"
+    with running_server(gated_config(tiny_bert)) as srv:
+        Gates.fail_with = secret
+        for path, payload in (
+            ("/v1/rerank", {"query": "q", "documents": ["a", "b"]}),
+            ("/rerank", {"query": "q", "texts": ["a", "b"]}),
+        ):
+            r = httpx.post(srv.url + path, json=payload)
+            assert r.status_code == 500
+            assert r.json() == {"error": "internal server error", "error_type": "internal"}
+            assert "secret" not in r.text and "Traceback" not in r.text
+        Gates.fail_with = None
+        r = httpx.post(srv.url + "/v1/rerank", json={"query": "q", "documents": ["a", "b"]})
+        assert r.status_code == 200
+        text = httpx.get(srv.url + "/metrics").text
+        assert metric(text, 'winnow_errors_total{type="internal"}') == 2

@@ -30,18 +30,22 @@ class Gates:
     score = threading.Event()
     #: set each time a scoring call reaches the gate
     entered = threading.Event()
+    #: when set, scoring raises RuntimeError with this message (a model failing mid-request)
+    fail_with: str | None = None
 
     @classmethod
     def open_all(cls) -> None:
         cls.load.set()
         cls.score.set()
+        cls.fail_with = None
 
 
 Gates.open_all()
 
 
 class GatedCrossEncoder(CrossEncoderReranker):
-    """A cross-encoder whose ``_load`` waits on ``Gates.load`` and ``_score`` on ``Gates.score``."""
+    """A cross-encoder whose ``_load`` waits on ``Gates.load`` and ``_score`` on ``Gates.score``
+    (and raises when ``Gates.fail_with`` is set)."""
 
     kind = GATED_KIND
 
@@ -54,6 +58,8 @@ class GatedCrossEncoder(CrossEncoderReranker):
         Gates.entered.set()
         if not Gates.score.wait(60):
             raise TimeoutError("Gates.score was not opened within 60 s")
+        if Gates.fail_with is not None:
+            raise RuntimeError(Gates.fail_with)
         return super()._score(pairs)
 
 
