@@ -8,7 +8,11 @@ import logging
 import sys
 
 #: Modules that add commands (kept light: they import heavy things only when a command runs).
-COMMAND_MODULES: tuple[str, ...] = ("winnow.rerankers.commands", "winnow.data.commands")
+COMMAND_MODULES: tuple[str, ...] = (
+    "winnow.rerankers.commands",
+    "winnow.data.commands",
+    "winnow.server.commands",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
