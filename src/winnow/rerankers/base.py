@@ -161,6 +161,7 @@ class Reranker(ABC):
         self._loaded = False
         self._warmed = False
         self.num_labels = 1
+        self.last_stats = None  # engine statistics of the last call (BatchStats)
 
     def __repr__(self) -> str:
         c = self.config
@@ -205,6 +206,27 @@ class Reranker(ABC):
         """Longest input (in tokens) the model scores; longer inputs are truncated."""
         self.load()
         return int(self.config.max_length or 512)
+
+    def _run_engine(
+        self, lengths, forward, desc: str = "scoring", progress: bool | None = None
+    ) -> np.ndarray:
+        """Run ``forward`` over token-budget batches (see ``engine.run_batches``) with this
+        reranker's batch options; keeps the run's statistics in ``last_stats``."""
+        from winnow.rerankers.engine import batch_limits, run_batches
+
+        max_tokens, max_batch_size = batch_limits(dict(self.config.options), self.config.device)
+        out, self.last_stats = run_batches(
+            lengths,
+            forward,
+            max_tokens=max_tokens,
+            max_batch_size=max_batch_size,
+            device=self.config.device,
+            progress=bool(
+                self.config.option("show_progress", False) if progress is None else progress
+            ),
+            desc=desc,
+        )
+        return out
 
     # -- the primitive -----------------------------------------------------------------------
     def score_pairs_detailed(self, pairs: Iterable[tuple[str, str]]) -> PairScores:

@@ -12,7 +12,6 @@ import numpy as np
 from winnow.rerankers._torch import from_pretrained_kwargs, quantize_int8
 from winnow.rerankers.base import PairScores, Reranker, RerankerConfig
 from winnow.rerankers.cache import MODELS
-from winnow.rerankers.engine import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_TOKENS, run_batches
 
 
 def load_sentence_transformer(path: str, device: str, dtype: str):
@@ -96,17 +95,8 @@ class BiEncoderReranker(Reranker):
             )
             return emb.float().cpu().numpy()
 
-        progress = c.option("show_progress", False) if show_progress is None else show_progress
         try:
-            emb, _ = run_batches(
-                lengths,
-                forward,
-                max_tokens=int(c.option("max_tokens", DEFAULT_MAX_TOKENS)),
-                max_batch_size=int(c.option("max_batch_size", DEFAULT_MAX_BATCH_SIZE)),
-                device=c.device,
-                progress=bool(progress),
-                desc="encoding",
-            )
+            emb = self._run_engine(lengths, forward, desc="encoding", progress=show_progress)
         finally:
             model.max_seq_length = old_max
         position = {t: i for i, t in enumerate(unique)}

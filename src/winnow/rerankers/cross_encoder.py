@@ -17,12 +17,6 @@ from winnow.rerankers._tokens import PairTokenizer, pad_batch
 from winnow.rerankers._torch import from_pretrained_kwargs, prepare_model
 from winnow.rerankers.base import PairScores, Reranker, RerankerConfig
 from winnow.rerankers.cache import MODELS
-from winnow.rerankers.engine import (
-    DEFAULT_MAX_BATCH_SIZE,
-    DEFAULT_MAX_TOKENS,
-    BatchStats,
-    run_batches,
-)
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +79,6 @@ class CrossEncoderReranker(Reranker):
         self.model = None
         self.tokenizer = None
         self.pairs: PairTokenizer | None = None
-        self.last_stats = BatchStats()
 
     def _load(self) -> None:
         c = self.config
@@ -139,13 +132,5 @@ class CrossEncoderReranker(Reranker):
             out = logits[:, 1] - logits[:, 0] if two_labels else logits[:, 0]
             return out.cpu().numpy()
 
-        scores, stats = run_batches(
-            lengths,
-            forward,
-            max_tokens=int(self.config.option("max_tokens", DEFAULT_MAX_TOKENS)),
-            max_batch_size=int(self.config.option("max_batch_size", DEFAULT_MAX_BATCH_SIZE)),
-            device=device,
-            progress=bool(self.config.option("show_progress", False)),
-        )
-        self.last_stats = stats
+        scores = self._run_engine(lengths, forward)
         return PairScores(scores.astype(np.float32), truncated, lengths.astype(np.int32))

@@ -13,8 +13,9 @@ sorts by character length with a fixed batch size, and infinity/TEI keep theirs 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -22,8 +23,20 @@ from winnow.rerankers.devices import empty_cache, is_oom
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MAX_TOKENS = 16_384
+#: Padded tokens per batch by default. On a CPU large batches buy no throughput and cost padding
+#: (benchmarks/rerank_throughput.py); an accelerator wants large batches to fill its cores.
+DEFAULT_MAX_TOKENS_CPU = 4_096
+DEFAULT_MAX_TOKENS = 32_768
 DEFAULT_MAX_BATCH_SIZE = 256
+
+
+def batch_limits(options: Mapping[str, Any], device: str) -> tuple[int, int]:
+    """(max_tokens, max_batch_size) from a reranker's options, with per-device defaults."""
+    max_tokens = options.get("max_tokens") or (
+        DEFAULT_MAX_TOKENS_CPU if device.startswith("cpu") else DEFAULT_MAX_TOKENS
+    )
+    max_batch_size = options.get("max_batch_size") or DEFAULT_MAX_BATCH_SIZE
+    return int(max_tokens), int(max_batch_size)
 
 
 @dataclass

@@ -17,7 +17,7 @@ from winnow.errors import ConfigError, ModelLoadError
 from winnow.rerankers._tokens import pad_batch
 from winnow.rerankers._torch import from_pretrained_kwargs, prepare_model
 from winnow.rerankers.cache import MODELS
-from winnow.rerankers.engine import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_TOKENS, run_batches
+from winnow.rerankers.engine import batch_limits, run_batches
 
 logger = logging.getLogger(__name__)
 
@@ -139,8 +139,7 @@ class HFGenerationBackend:
         self.dtype = dtype
         self.max_length = max_length
         self.pad = pad_id_of(tokenizer)
-        self.max_tokens = int(options.get("max_tokens", DEFAULT_MAX_TOKENS))
-        self.max_batch_size = int(options.get("max_batch_size", DEFAULT_MAX_BATCH_SIZE))
+        self.max_tokens, self.max_batch_size = batch_limits(options, device)
         self.use_chat_template = bool(options.get("chat_template", True)) and bool(
             getattr(tokenizer, "chat_template", None)
         )

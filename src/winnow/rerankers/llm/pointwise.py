@@ -17,12 +17,6 @@ import numpy as np
 from winnow.errors import ConfigError
 from winnow.rerankers._tokens import encode_texts, pad_batch
 from winnow.rerankers.base import PairScores, Reranker, RerankerConfig
-from winnow.rerankers.engine import (
-    DEFAULT_MAX_BATCH_SIZE,
-    DEFAULT_MAX_TOKENS,
-    BatchStats,
-    run_batches,
-)
 from winnow.rerankers.llm.hf_backend import (
     head_rows,
     last_position_logits,
@@ -74,7 +68,6 @@ class LLMPointwiseReranker(Reranker):
         self.model = None
         self.tokenizer = None
         self.client = None
-        self.last_stats = BatchStats()
         # A yes/no difference is a log-odds: sigmoid of it is the probability of "yes".
         self.num_labels = 2 if self.template.false_token is not None else 1
 
@@ -186,13 +179,5 @@ class LLMPointwiseReranker(Reranker):
             )
             return logits[:, 0] - logits[:, 1] if two else logits[:, 0]
 
-        scores, stats = run_batches(
-            lengths,
-            forward,
-            max_tokens=int(self.config.option("max_tokens", DEFAULT_MAX_TOKENS)),
-            max_batch_size=int(self.config.option("max_batch_size", DEFAULT_MAX_BATCH_SIZE)),
-            device=device,
-            progress=bool(self.config.option("show_progress", False)),
-        )
-        self.last_stats = stats
+        scores = self._run_engine(lengths, forward)
         return PairScores(scores.astype(np.float32), truncated, lengths.astype(np.int32))
