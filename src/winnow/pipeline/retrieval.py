@@ -1,0 +1,120 @@
+"""First-stage retrieval stages: BM25 and dense retrieval over the context's corpus.
+
+The retrievers themselves live in :mod:`winnow.retrieval`; these stages index the corpus once per
+context (shared by every system of an experiment) and, with a cache folder, reuse the index and
+the document embeddings the retrievers keep on disk.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from winnow.errors import ConfigError
+from winnow.pipeline.base import Context, Stage
+from winnow.types import Run
+
+DEFAULT_DENSE_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+class Retriever(Stage):
+    """Base of first-stage retrieval stages: builds the retriever, indexes once, searches.
+
+    The incoming run (if any) is ignored: a retriever ranks the whole corpus for every query.
+    """
+
+    def __init__(self, top_k: int = 1000):
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+            raise ConfigError(f"top_k must be a positive integer, got {top_k!r}")
+        self.top_k = top_k
+
+    def _key(self) -> tuple:
+        """What identifies the index (not top_k: one index serves every depth)."""
+        raise NotImplementedError
+
+    def _build(self, ctx: Context) -> Any:
+        """A fresh, un-indexed retriever."""
+        raise NotImplementedError
+
+    def retriever(self, ctx: Context) -> Any:
+        """The retriever with the context's corpus indexed (built and indexed once per context)."""
+        key = ("retriever", *self._key(), str(ctx.cache_dir))
+        if key not in ctx.memo:
+            retriever = self._build(ctx)
+            with ctx.timed(self.label, "index") as record:
+                retriever.index(ctx.dataset.corpus)
+            record.parts = dict(getattr(retriever, "timings", {}) or {})
+            record.cached = bool(getattr(retriever, "from_cache", False))
+            ctx.memo[key] = retriever
+        return ctx.memo[key]
+
+    def transform(self, queries: Mapping[str, str], run: Run | None, ctx: Context) -> Run:
+        retriever = self.retriever(ctx)
+        with ctx.timed(self.label, "retrieve", len(queries)) as record:
+            result = retriever.search(dict(queries), top_k=self.top_k)
+        record.parts = dict(getattr(retriever, "timings", {}) or {})
+        return result
+
+
+class BM25(Retriever):
+    """BM25 over title + text (bm25s; Lucene variant, English stemming and stopwords by default)."""
+
+    def __init__(
+        self,
+        top_k: int = 1000,
+        *,
+        k1: float = 1.5,
+        b: float = 0.75,
+        method: str = "lucene",
+        stemmer: str | None = "english",
+        stopwords: str | None = "en",
+    ):
+        super().__init__(top_k)
+        self.params = {
+            "k1": k1,
+            "b": b,
+            "method": method,
+            "stemmer": stemmer,
+            "stopwords": stopwords,
+        }
+        self.label = "bm25"
+
+    def _key(self) -> tuple:
+        return ("bm25", tuple(sorted(self.params.items())))
+
+    def _build(self, ctx: Context) -> Any:
+        from winnow.retrieval import BM25 as BM25Index
+
+        return BM25Index(**self.params, cache_dir=ctx.cache_dir)
+
+
+class Dense(Retriever):
+    """Exact dense retrieval with a sentence-transformers model (cosine similarity)."""
+
+    def __init__(
+        self,
+        model: str = DEFAULT_DENSE_MODEL,
+        top_k: int = 1000,
+        *,
+        device: str | None = None,
+        dtype: str | None = None,
+    ):
+        super().__init__(top_k)
+        self.model = model
+        self.device = device
+        self.dtype = dtype
+        self.label = "dense" if model == DEFAULT_DENSE_MODEL else f"dense:{model}"
+
+    def _key(self) -> tuple:
+        return ("dense", self.model, self.device, self.dtype)
+
+    def _build(self, ctx: Context) -> Any:
+        from winnow.retrieval import Dense as DenseIndex
+
+        return DenseIndex(
+            self.model,
+            cache_dir=ctx.cache_dir,
+            device=self.device,
+            dtype=self.dtype,
+            show_progress=ctx.progress,
+        )
