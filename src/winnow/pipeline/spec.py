@@ -158,8 +158,9 @@ class _Parser:
         token = self.take()
         if token == "(":
             stage = self.expr()
-            if self.take() != ")":
+            if self.peek() != ")":
                 raise self.error("missing ')'")
+            self.take()
             return stage
         if token in (")", "|", "%", ">>"):
             raise self.error(f"expected a name or '(' but got {token!r}")

@@ -63,7 +63,10 @@ class BiEncoderReranker(Reranker):
     @property
     def dimension(self) -> int:
         self.load()
-        get = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
+        get = (
+            getattr(self.model, "get_embedding_dimension", None)
+            or self.model.get_sentence_embedding_dimension
+        )
         return int(get())
 
     def token_lengths(self, texts: list[str]) -> np.ndarray:
