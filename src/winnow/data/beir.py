@@ -1,0 +1,172 @@
+"""Reading BEIR-format collections: ``corpus.jsonl``, ``queries.jsonl`` and ``qrels/<split>.tsv``.
+
+Everything is validated before a :class:`~winnow.types.Dataset` is returned; any malformed line
+raises :class:`~winnow.errors.DatasetError` naming the file and line, so nothing is half-loaded.
+
+Queries without judgments in the split are kept in ``Dataset.queries`` (BEIR's own loader keeps
+them too); evaluation decides what to do with them (``winnow eval`` scores only judged queries).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from winnow.data._lines import numbered_lines
+from winnow.data.trec import iter_qrels
+from winnow.errors import DatasetError
+from winnow.types import Dataset, Document, Qrels, Queries
+
+logger = logging.getLogger(__name__)
+
+
+def _json_records(path: Path):
+    """``(line, object)`` for each non-blank line of a JSON-lines file."""
+    for number, line in numbered_lines(path):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DatasetError(
+                f"invalid JSON ({exc.msg} at column {exc.colno})", path, number
+            ) from None
+        if not isinstance(obj, dict):
+            raise DatasetError(f"expected a JSON object, got {type(obj).__name__}", path, number)
+        yield number, obj
+
+
+def _record_id(obj: dict[str, Any], path: Path, number: int) -> str:
+    if "_id" not in obj:
+        raise DatasetError('missing "_id" field', path, number)
+    value = obj["_id"]
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise DatasetError(f'"_id" must be a string, got {type(value).__name__}', path, number)
+    text = str(value)
+    if not text or text != text.strip() or any(c.isspace() for c in text):
+        raise DatasetError(f'"_id" {text!r} is empty or contains whitespace', path, number)
+    return text
+
+
+def _text_field(obj: dict[str, Any], key: str, path: Path, number: int, required: bool) -> str:
+    if key not in obj or obj[key] is None:
+        if required:
+            raise DatasetError(f'missing "{key}" field', path, number)
+        return ""
+    value = obj[key]
+    if not isinstance(value, str):
+        raise DatasetError(f'"{key}" must be a string, got {type(value).__name__}', path, number)
+    return value
+
+
+def read_corpus(path: str | os.PathLike) -> dict[str, Document]:
+    """``{doc_id: Document}`` from a BEIR ``corpus.jsonl`` (``_id``, ``text``, optional ``title``)."""
+    path = Path(path)
+    corpus: dict[str, Document] = {}
+    first_line: dict[str, int] = {}
+    for number, obj in _json_records(path):
+        doc_id = _record_id(obj, path, number)
+        if doc_id in corpus:
+            raise DatasetError(
+                f"duplicate document id {doc_id!r} (first on line {first_line[doc_id]})",
+                path,
+                number,
+            )
+        text = _text_field(obj, "text", path, number, required=True)
+        title = _text_field(obj, "title", path, number, required=False)
+        corpus[doc_id] = Document(doc_id=doc_id, text=text, title=title)
+        first_line[doc_id] = number
+    if not corpus:
+        raise DatasetError("the corpus has no documents", path)
+    return corpus
+
+
+def read_queries(path: str | os.PathLike) -> Queries:
+    """``{query_id: text}`` from a BEIR ``queries.jsonl`` (``_id``, ``text``)."""
+    path = Path(path)
+    queries: Queries = {}
+    first_line: dict[str, int] = {}
+    for number, obj in _json_records(path):
+        qid = _record_id(obj, path, number)
+        if qid in queries:
+            raise DatasetError(
+                f"duplicate query id {qid!r} (first on line {first_line[qid]})", path, number
+            )
+        queries[qid] = _text_field(obj, "text", path, number, required=True)
+        first_line[qid] = number
+    if not queries:
+        raise DatasetError("the file has no queries", path)
+    return queries
+
+
+def _check_qrels(path: Path, corpus: dict[str, Document], queries: Queries) -> Qrels:
+    qrels: Qrels = {}
+    seen: dict[tuple[str, str], int] = {}
+    for number, qid, doc_id, rel in iter_qrels(path):
+        if qid not in queries:
+            raise DatasetError(f"query id {qid!r} is not in queries.jsonl", path, number)
+        if doc_id not in corpus:
+            raise DatasetError(f"document id {doc_id!r} is not in corpus.jsonl", path, number)
+        previous = seen.get((qid, doc_id))
+        if previous is not None:
+            if qrels[qid][doc_id] != rel:
+                raise DatasetError(
+                    f"conflicting judgment for ({qid!r}, {doc_id!r}): {rel} here, "
+                    f"{qrels[qid][doc_id]} on line {previous}",
+                    path,
+                    number,
+                )
+            logger.warning(
+                "%s:%d: repeated judgment for (%r, %r) ignored", path, number, qid, doc_id
+            )
+            continue
+        seen[(qid, doc_id)] = number
+        qrels.setdefault(qid, {})[doc_id] = rel
+    return qrels
+
+
+def load_beir(
+    folder: str | os.PathLike, split: str = "test", *, name: str | None = None
+) -> Dataset:
+    """Load a BEIR folder: ``corpus.jsonl``, ``queries.jsonl`` and ``qrels/<split>.tsv``.
+
+    Args:
+        folder: the dataset folder.
+        split: which qrels file to read (``test``, ``dev``, ``train``).
+        name: dataset name (the folder's name when omitted).
+
+    Raises:
+        DatasetError: a file is missing or malformed (naming file and line), the corpus is empty,
+            ids repeat, or a judgment names a query or document that does not exist.
+
+    Queries without judgments are kept in ``Dataset.queries``; the evaluation decides about them.
+    """
+    root = Path(folder).expanduser()
+    if not root.is_dir():
+        raise DatasetError("dataset folder not found", root)
+    for required in ("corpus.jsonl", "queries.jsonl"):
+        if not (root / required).is_file():
+            raise DatasetError(f"not a BEIR folder: {required} is missing", root)
+    qrels_path = root / "qrels" / f"{split}.tsv"
+    if not qrels_path.is_file():
+        available = sorted(p.stem for p in (root / "qrels").glob("*.tsv"))
+        raise DatasetError(
+            f"no qrels for split {split!r}; available splits: {', '.join(available) or 'none'}",
+            qrels_path,
+        )
+    corpus = read_corpus(root / "corpus.jsonl")
+    queries = read_queries(root / "queries.jsonl")
+    qrels = _check_qrels(qrels_path, corpus, queries)
+    dataset = Dataset(
+        name=name or root.resolve().name,
+        corpus=corpus,
+        queries=queries,
+        qrels=qrels,
+        source=str(root),
+    )
+    unjudged = sum(1 for q in queries if q not in qrels)
+    logger.info("loaded %r (%d queries without judgments in %s)", dataset, unjudged, split)
+    return dataset

@@ -1,0 +1,181 @@
+"""TREC run and qrels files, and BEIR's tab-separated qrels.
+
+* run: ``query_id Q0 doc_id rank score tag`` (six whitespace-separated columns);
+* qrels (TREC): ``query_id iteration doc_id relevance`` (four columns, iteration ignored);
+* qrels (BEIR): ``query-id<TAB>corpus-id<TAB>score`` after a header line.
+
+Readers raise :class:`~winnow.errors.DatasetError` naming file and line for any malformed line.
+Writers replace the target atomically and order each query's documents by score descending, ties
+broken by ``doc_id``; queries are written in natural id order (``2`` before ``10``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+from winnow._fs import atomic_open
+from winnow._runs import ranked
+from winnow.data._lines import numbered_lines
+from winnow.errors import DatasetError, InputError
+from winnow.types import Qrels, Run
+
+
+def natural_key(text: str) -> tuple[int, int, str]:
+    """Sort key putting numeric ids in numeric order before other ids."""
+    return (0, int(text), text) if text.isdigit() else (1, 0, text)
+
+
+def _int(value: str, what: str, path: Path, number: int) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise DatasetError(f"{what} must be an integer, got {value!r}", path, number) from None
+
+
+def iter_qrels(path: str | os.PathLike) -> Iterator[tuple[int, str, str, int]]:
+    """``(line, query_id, doc_id, relevance)`` for each judgment of a TREC or BEIR qrels file.
+
+    The format is fixed by the first non-blank line: four columns is TREC, three is BEIR (whose
+    first line is a header such as ``query-id corpus-id score``). Blank lines are skipped.
+    """
+    path = Path(path)
+    columns: int | None = None
+    for number, line in numbered_lines(path):
+        fields = line.split()
+        if not fields:
+            continue
+        if columns is None:
+            if len(fields) not in (3, 4):
+                raise DatasetError(
+                    f"expected 4 columns (TREC: query_id 0 doc_id relevance) or 3 "
+                    f"(BEIR: query-id corpus-id score), got {len(fields)}",
+                    path,
+                    number,
+                )
+            columns = len(fields)
+            if columns == 3 and not fields[2].lstrip("+-").isdigit():
+                continue  # BEIR header line
+        if len(fields) != columns:
+            raise DatasetError(f"expected {columns} columns, got {len(fields)}", path, number)
+        if columns == 4:
+            qid, _, doc_id, rel = fields
+        else:
+            qid, doc_id, rel = fields
+        yield number, qid, doc_id, _int(rel, "relevance", path, number)
+
+
+def read_qrels(path: str | os.PathLike) -> Qrels:
+    """``{query_id: {doc_id: relevance}}`` from a TREC or BEIR qrels file.
+
+    Raises:
+        DatasetError: wrong number of columns, non-integer relevance, or the same
+            (query, document) judged twice with different relevance.
+    """
+    path = Path(path)
+    qrels: Qrels = {}
+    for number, qid, doc_id, rel in iter_qrels(path):
+        docs = qrels.setdefault(qid, {})
+        if doc_id in docs and docs[doc_id] != rel:
+            raise DatasetError(
+                f"conflicting judgment for ({qid!r}, {doc_id!r}): {rel} here, {docs[doc_id]} earlier",
+                path,
+                number,
+            )
+        docs[doc_id] = rel
+    return qrels
+
+
+def _check_token(value: str, what: str) -> str:
+    text = str(value)
+    if not text or any(c.isspace() for c in text):
+        raise InputError(
+            f"{what} {text!r} is empty or contains whitespace; TREC files cannot hold it"
+        )
+    return text
+
+
+def write_qrels(
+    qrels: Mapping[str, Mapping[str, int]], path: str | os.PathLike, *, format: str = "trec"
+) -> None:
+    """Write qrels atomically, as TREC (``qid 0 docid rel``) or BEIR tsv (``format="beir"``)."""
+    if format not in ("trec", "beir"):
+        raise InputError(f"format must be 'trec' or 'beir', got {format!r}")
+    with atomic_open(path) as f:
+        if format == "beir":
+            f.write("query-id\tcorpus-id\tscore\n")
+        for qid in sorted(qrels, key=natural_key):
+            q = _check_token(qid, "query id")
+            for doc_id in sorted(qrels[qid], key=natural_key):
+                rel = qrels[qid][doc_id]
+                if isinstance(rel, bool) or int(rel) != rel:
+                    raise InputError(
+                        f"relevance of ({qid!r}, {doc_id!r}) must be an integer, got {rel!r}"
+                    )
+                d = _check_token(doc_id, "document id")
+                f.write(
+                    f"{q}\t{d}\t{int(rel)}\n" if format == "beir" else f"{q} 0 {d} {int(rel)}\n"
+                )
+
+
+def read_run(path: str | os.PathLike) -> Run:
+    """``{query_id: {doc_id: score}}`` from a TREC run file (six columns per line).
+
+    The rank column must be an integer but is otherwise ignored (scores define the order, as in
+    trec_eval). Raises :class:`DatasetError` on a malformed line, a non-numeric or NaN score, or a
+    document listed twice for the same query.
+    """
+    path = Path(path)
+    run: Run = {}
+    first_line: dict[tuple[str, str], int] = {}
+    for number, line in numbered_lines(path):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) != 6:
+            raise DatasetError(
+                f"expected 6 columns (query_id Q0 doc_id rank score tag), got {len(fields)}",
+                path,
+                number,
+            )
+        qid, _, doc_id, rank, score_text, _ = fields
+        _int(rank, "rank", path, number)
+        try:
+            score = float(score_text)
+        except ValueError:
+            raise DatasetError(
+                f"score must be a number, got {score_text!r}", path, number
+            ) from None
+        if math.isnan(score):
+            raise DatasetError("score is NaN", path, number)
+        key = (qid, doc_id)
+        if key in first_line:
+            raise DatasetError(
+                f"document {doc_id!r} appears twice for query {qid!r} (first on line {first_line[key]})",
+                path,
+                number,
+            )
+        first_line[key] = number
+        run.setdefault(qid, {})[doc_id] = score
+    return run
+
+
+def write_run(
+    run: Mapping[str, Mapping[str, float]], path: str | os.PathLike, tag: str = "winnow"
+) -> None:
+    """Write ``run`` atomically as a TREC run file.
+
+    Each query's documents get ranks 1..n by descending score, equal scores ordered by ``doc_id``.
+    Scores are written with ``repr`` so :func:`read_run` gives back exactly the same floats.
+    """
+    tag = _check_token(tag, "run tag")
+    with atomic_open(path) as f:
+        for qid in sorted(run, key=natural_key):
+            q = _check_token(qid, "query id")
+            for rank, (doc_id, score) in enumerate(ranked(run[qid]), start=1):
+                value = float(score)
+                if math.isnan(value):
+                    raise InputError(f"score of ({qid!r}, {doc_id!r}) is NaN")
+                f.write(f"{q} Q0 {_check_token(doc_id, 'document id')} {rank} {value!r} {tag}\n")
