@@ -12,6 +12,7 @@ from pathlib import Path
 DEFAULT_SYSTEMS = "bm25,dense,hybrid,hybrid+rerank"
 DEFAULT_RERANKER = "bi-encoder:sentence-transformers/all-MiniLM-L6-v2"
 DEFAULT_CACHE = "~/.cache/winnow"
+DEFAULT_DENSE = "sentence-transformers/all-MiniLM-L6-v2"
 
 _RERANKER_HELP = (
     "reranker used by the 'rerank' and 'chunked' stages (and '+rerank' systems): a hub id or local "
@@ -87,6 +88,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--output", default=None, help="folder for runs/*.trec, metrics.json, report.md, plot.png"
     )
     p.add_argument("--reranker", default=DEFAULT_RERANKER, help=_RERANKER_HELP)
+    p.add_argument(
+        "--dense-model",
+        default=DEFAULT_DENSE,
+        help=f"sentence-transformers model of the 'dense' stage (default: {DEFAULT_DENSE})",
+    )
     p.add_argument(
         "--queries",
         type=int,
@@ -166,7 +172,13 @@ def _options(args: argparse.Namespace, reranker: str):
 
     if args.depth < 1:
         raise ConfigError(f"--depth must be >= 1, got {args.depth}")
-    return SpecOptions(reranker=reranker, depth=args.depth, device=args.device, dtype=args.dtype)
+    return SpecOptions(
+        reranker=reranker,
+        depth=args.depth,
+        dense_model=getattr(args, "dense_model", DEFAULT_DENSE),
+        device=args.device,
+        dtype=args.dtype,
+    )
 
 
 def run_eval(args: argparse.Namespace) -> int:

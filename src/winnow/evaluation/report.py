@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import re
 import sys
 from pathlib import Path
@@ -32,17 +31,11 @@ def safe_name(name: str) -> str:
 
 
 def write_atomic(path: Path, data: str | bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        if isinstance(data, bytes):
-            tmp.write_bytes(data)
-        else:
-            tmp.write_text(data, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    """Write ``data`` to ``path`` through a temporary file in the same folder (then rename)."""
+    from winnow._fs import atomic_open
+
+    with atomic_open(path, "wb" if isinstance(data, bytes) else "w") as f:
+        f.write(data)
 
 
 def run_files(result: ExperimentResult) -> dict[str, str]:
@@ -82,7 +75,7 @@ def metric_rows(result: ExperimentResult) -> tuple[list[str], list[list[str]]]:
 
 
 def timing_rows(result: ExperimentResult) -> tuple[list[str], list[list[str]]]:
-    header = ["system", *(f"{p} s" for p in PHASE_COLUMNS), "queries/s", "pairs/s", "cached"]
+    header = ["system", *PHASE_COLUMNS, "queries/s", "pairs/s", "cached"]
     rows = []
     for name, res in result.systems.items():
         sec = res.seconds
@@ -116,7 +109,7 @@ def markdown_report(result: ExperimentResult, files: dict[str, str] | None = Non
         "",
         LEGEND.format(alpha=c.alpha),
         "",
-        "## Timings",
+        "## Timings (seconds)",
         "",
         markdown_table(*timing_rows(result)),
         "",
@@ -237,10 +230,10 @@ def print_tables(result: ExperimentResult, file=None) -> None:
     except ImportError:
         Console = None
     if Console is not None:
-        console = Console(file=file, width=max(100, len(" ".join(metrics[0])) + 40))
+        console = Console(file=file, width=max(120, len(" ".join(metrics[0])) + 40))
         for title, (header, rows) in (
             (f"{result.dataset}: {len(result.queries)} queries", metrics),
-            ("timings", timings),
+            ("timings (seconds)", timings),
         ):
             table = Table(title=title, title_justify="left")
             for i, column in enumerate(header):

@@ -11,7 +11,6 @@ tighter than ``|``. So ``(bm25 % 100 | dense % 100) >> RRF() >> rerank % 10`` ne
 
 from __future__ import annotations
 
-import hashlib
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
@@ -86,16 +85,11 @@ class Context:
 
     def corpus_fingerprint(self) -> str:
         """sha256 of every document's id, title and text (computed once per context)."""
+        from winnow._hashing import corpus_hash
+
         key = ("corpus-fingerprint",)
         if key not in self.memo:
-            h = hashlib.sha256()
-            for doc_id in sorted(self.dataset.corpus):
-                doc = self.dataset.corpus[doc_id]
-                for part in (doc_id, doc.title, doc.text):
-                    data = part.encode("utf-8")
-                    h.update(len(data).to_bytes(8, "little"))
-                    h.update(data)
-            self.memo[key] = h.hexdigest()
+            self.memo[key] = corpus_hash(self.dataset.corpus)
         return self.memo[key]
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -35,22 +34,15 @@ def short_model_name(model: str) -> str:
     return Path(model.rstrip("/")).name or model
 
 
-def model_fingerprint(model: str) -> list[Any]:
-    """Name, size and modification time of every file of a local model folder (or the hub id)."""
-    path = Path(model)
-    if not path.is_dir():
-        return [model]
-    files = sorted(p for p in path.rglob("*") if p.is_file())
-    return [model] + [
-        [str(p.relative_to(path)), p.stat().st_size, p.stat().st_mtime_ns] for p in files
-    ]
-
-
 def reranker_identity(reranker: Reranker) -> list[Any]:
+    """What a reranker's scores depend on: class, model files, precision, settings."""
+    from winnow.retrieval.dense import model_fingerprint
+
     c = reranker.config
+    model = model_fingerprint(c.model) if Path(c.model).is_dir() else c.model
     return [
         type(reranker).__name__,
-        model_fingerprint(c.model),
+        model,
         c.kind,
         c.device,
         c.dtype,
@@ -61,10 +53,10 @@ def reranker_identity(reranker: Reranker) -> list[Any]:
 
 
 def _write_json_atomic(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data), encoding="utf-8")
-    os.replace(tmp, path)
+    from winnow._fs import atomic_open
+
+    with atomic_open(path) as f:
+        json.dump(data, f)
 
 
 def stack_tail(head: Mapping[str, float], tail: Sequence[str]) -> dict[str, float]:

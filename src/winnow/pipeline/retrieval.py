@@ -43,8 +43,9 @@ class Retriever(Stage):
             retriever = self._build(ctx)
             with ctx.timed(self.label, "index") as record:
                 retriever.index(ctx.dataset.corpus)
-            record.parts = dict(getattr(retriever, "timings", {}) or {})
-            record.cached = bool(getattr(retriever, "from_cache", False))
+            parts = dict(getattr(retriever, "timings", {}) or {})
+            record.cached = bool(parts.pop("cache_hit", 0.0))  # a flag (1.0 / 0.0), not seconds
+            record.parts = parts
             ctx.memo[key] = retriever
         return ctx.memo[key]
 
