@@ -178,6 +178,7 @@ def _options(args: argparse.Namespace, reranker: str):
         dense_model=getattr(args, "dense_model", DEFAULT_DENSE),
         device=args.device,
         dtype=args.dtype,
+        progress=_progress(args),
     )
 
 

@@ -1,7 +1,8 @@
 """Rerank stages: re-score the top ``depth`` documents of the incoming run with any winnow reranker.
 
 :class:`Rerank` sends the pairs of all queries through ``reranker.rank_many`` (in groups of
-``batch_queries`` queries, so the engine batches across queries and a progress bar can move);
+all queries at once by default, or ``batch_queries`` at a time, so the engine batches across
+queries);
 :class:`ChunkedRerank` splits long documents into overlapping token windows, scores the windows
 and aggregates them per document (``winnow.rerankers.chunking.rank_chunked``).
 
@@ -48,7 +49,8 @@ def reranker_identity(reranker: Reranker) -> list[Any]:
         c.dtype,
         c.max_length,
         c.activation,
-        [[k, repr(v)] for k, v in c.options],
+        # options that cannot change a score (progress bars) stay out of the cache key
+        [[k, repr(v)] for k, v in c.options if k != "show_progress"],
     ]
 
 
@@ -167,7 +169,9 @@ class Rerank(RescoreStage):
     reranker's engine batches their pairs by token budget.
     """
 
-    def __init__(self, reranker: Reranker, depth: int | None = 100, batch_queries: int | None = 64):
+    def __init__(
+        self, reranker: Reranker, depth: int | None = 100, batch_queries: int | None = None
+    ):
         super().__init__(reranker, depth, batch_queries)
         self.label = f"rerank:{short_model_name(reranker.config.model)}"
 
@@ -212,7 +216,7 @@ class ChunkedRerank(RescoreStage):
         *,
         k: int = 3,
         depth: int | None = 100,
-        batch_queries: int | None = 64,
+        batch_queries: int | None = None,
         rerank_chunks: Reranker | None = None,
         chunk_depth: int = 10,
     ):

@@ -61,7 +61,8 @@ class SpecOptions:
     dense_model: str = DEFAULT_DENSE_MODEL
     device: str | None = None
     dtype: str | None = None
-    batch_queries: int | None = 64
+    batch_queries: int | None = None
+    progress: bool = False
     #: (model, kind) -> Reranker; defaults to winnow.load_reranker with device and dtype.
     loader: Callable | None = None
 
@@ -73,7 +74,8 @@ class SpecOptions:
             return self.loader(model, kind)
         from winnow import load_reranker
 
-        return load_reranker(model, kind, device=self.device, dtype=self.dtype)
+        options = {"show_progress": True} if self.progress else {}
+        return load_reranker(model, kind, device=self.device, dtype=self.dtype, **options)
 
 
 def valid_words() -> str:
