@@ -91,3 +91,19 @@ def pytest_collection_modifyitems(config, items):
         for item in items:
             if "gpu" in item.keywords:
                 item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(models_dir):
+    """Path of a random 2-layer LlamaForCausalLM with a byte-level BPE tokenizer that adds BOS."""
+    from winnow.testing import build_tiny_llama
+
+    return str(build_tiny_llama(models_dir / "llama"))
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen2(models_dir):
+    """Path of a random 2-layer Qwen2ForCausalLM (tied embeddings, no BOS)."""
+    from winnow.testing import build_tiny_qwen2
+
+    return str(build_tiny_qwen2(models_dir / "qwen2"))

@@ -285,8 +285,13 @@ def build_tiny_xlmr_cross_encoder(
 def build_tiny_bi_encoder(path: str | Path, max_length: int = 128, seed: int = 0) -> Path:
     """A 2-layer BERT sentence-transformers model (mean pooling + normalise), saved to ``path``."""
     import torch
-    from sentence_transformers import SentenceTransformer, models
+    from sentence_transformers import SentenceTransformer
     from transformers import BertConfig, BertModel
+
+    try:  # sentence-transformers >= 6
+        from sentence_transformers.sentence_transformer import modules as models
+    except ImportError:  # pragma: no cover - older releases
+        from sentence_transformers import models
 
     path = Path(path)
     raw = path.parent / (path.name + "-raw")
@@ -357,3 +362,129 @@ def build_xlmr_base_cross_encoder(path: str | Path, seed: int = 0, vocab_size: i
     XLMRobertaForSequenceClassification(config).eval().save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+# -- tiny causal LMs (LLM rerankers) ------------------------------------------------------------
+
+#: Words the LLM rerankers' prompts and answers need as single tokens in the tiny tokenizers.
+_LLM_TOKENS = ["yes", "no", "Yes", "No", "true", "false"]
+
+
+def _byte_level_bpe_tokenizer(model_max_length: int, bos: str | None, vocab_size: int = 1000):
+    """A byte-level BPE tokenizer (the Llama-3 / Qwen2 family) trained on ``sample_corpus``.
+
+    Digits, brackets and ``>`` are single bytes of the alphabet; "yes"/"no" (and their capitalised
+    forms) are added as whole tokens so that the yes/no rerankers find them as single tokens.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+    from tokenizers.trainers import BpeTrainer
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tok.decoder = decoders.ByteLevel()
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"] + ([bos] if bos else [])
+    corpus = (
+        sample_corpus()
+        + ["query: what is lift? document: [1] > [2] > [3] yes no Yes No A: B:"] * 20
+    )
+    tok.train_from_iterator(
+        corpus,
+        BpeTrainer(
+            vocab_size=vocab_size,
+            special_tokens=specials,
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            show_progress=False,
+        ),
+    )
+    tok.add_tokens(_LLM_TOKENS)
+    if bos:
+        tok.post_processor = processors.TemplateProcessing(
+            single=f"{bos} $A", pair=f"{bos} $A $B:1", special_tokens=[(bos, tok.token_to_id(bos))]
+        )
+    else:
+        tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token=bos,
+        eos_token="<|im_end|>" if not bos else "<|endoftext|>",
+        pad_token="<|endoftext|>",
+        model_max_length=model_max_length,
+        additional_special_tokens=["<|im_start|>", "<|im_end|>"],
+    )
+
+
+def _save_causal_lm(model, tokenizer, path: Path) -> Path:
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def build_tiny_llama(
+    path: str | Path,
+    hidden_size: int = 32,
+    num_layers: int = 2,
+    vocab_size: int = 1000,
+    max_length: int = 512,
+    seed: int = 0,
+) -> Path:
+    """A random ``LlamaForCausalLM`` (2 layers, hidden 32) whose tokenizer adds a BOS token.
+
+    Larger ``hidden_size`` / ``num_layers`` / ``vocab_size`` give realistic shapes for benchmarks
+    (the extra vocabulary entries are never produced by the tokenizer; they only cost compute).
+    """
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    path = Path(path)
+    tokenizer = _byte_level_bpe_tokenizer(max_length, bos="<|begin_of_text|>")
+    torch.manual_seed(seed)
+    heads = max(2, hidden_size // 64)
+    config = LlamaConfig(
+        vocab_size=max(len(tokenizer), vocab_size),
+        hidden_size=hidden_size,
+        intermediate_size=hidden_size * 2,
+        num_hidden_layers=num_layers,
+        num_attention_heads=heads,
+        num_key_value_heads=max(1, heads // 2),
+        max_position_embeddings=max_length,
+        initializer_range=0.2,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=False,
+    )
+    return _save_causal_lm(LlamaForCausalLM(config).eval(), tokenizer, path)
+
+
+def build_tiny_qwen2(
+    path: str | Path,
+    hidden_size: int = 32,
+    num_layers: int = 2,
+    vocab_size: int = 1000,
+    max_length: int = 512,
+    seed: int = 0,
+) -> Path:
+    """A random ``Qwen2ForCausalLM`` (2 layers, hidden 32, tied embeddings, no BOS token)."""
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    path = Path(path)
+    tokenizer = _byte_level_bpe_tokenizer(max_length, bos=None)
+    torch.manual_seed(seed)
+    heads = max(2, hidden_size // 64)
+    config = Qwen2Config(
+        vocab_size=max(len(tokenizer), vocab_size),
+        hidden_size=hidden_size,
+        intermediate_size=hidden_size * 2,
+        num_hidden_layers=num_layers,
+        num_attention_heads=heads,
+        num_key_value_heads=max(1, heads // 2),
+        max_position_embeddings=max_length,
+        initializer_range=0.2,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=True,
+    )
+    return _save_causal_lm(Qwen2ForCausalLM(config).eval(), tokenizer, path)

@@ -52,6 +52,9 @@ class KeyedCache:
     def __contains__(self, key: Hashable) -> bool:
         return key in self._items
 
+    def __iter__(self):
+        return iter(list(self._items))
+
     def __len__(self) -> int:
         return len(self._items)
 

@@ -9,6 +9,8 @@ from winnow.errors import ConfigError
 _KINDS: dict[str, str] = {
     "cross-encoder": "winnow.rerankers.cross_encoder:CrossEncoderReranker",
     "bi-encoder": "winnow.rerankers.bi_encoder:BiEncoderReranker",
+    "llm-pointwise": "winnow.rerankers.llm.pointwise:LLMPointwiseReranker",
+    "llm-listwise": "winnow.rerankers.llm.listwise:LLMListwiseReranker",
 }
 
 
