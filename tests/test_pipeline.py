@@ -76,7 +76,6 @@ def test_operators_build_flat_pipelines_and_match_the_explicit_form(dataset):
     )
     assert isinstance(composed, Pipeline) and len(composed.stages) == 3
     assert composed.label == explicit.label == "(a % 3 | b % 3) >> combsum % 2"
-    pytest.importorskip("winnow.fusion")
     out1 = composed.transform(QUERIES, None, Context(dataset))
     out2 = explicit.transform(QUERIES, None, Context(dataset))
     assert out1 == out2
@@ -84,7 +83,6 @@ def test_operators_build_flat_pipelines_and_match_the_explicit_form(dataset):
 
 
 def test_rrf_stage_gives_the_closed_form(dataset):
-    pytest.importorskip("winnow.fusion")
     a, b = Static(RUN_A, "a"), Static(RUN_B, "b")
     out = ((a | b) >> RRF(k=60)).transform({"q2": QUERIES["q2"]}, None, Context(dataset))
     # q2: d4 is 1st in A and 2nd in B; d2 is 2nd in A and 1st in B -> equal 1/61 + 1/62
@@ -160,9 +158,9 @@ def test_rerank_cache_is_keyed_by_content(dataset, tiny_bert, tmp_path):
 
 
 def test_chunked_rerank_aggregates_windows(dataset, tiny_bert):
-    rank_chunked = pytest.importorskip("winnow.rerankers.chunking").rank_chunked
     import winnow
     from winnow.pipeline import ChunkedRerank
+    from winnow.rerankers.chunking import rank_chunked
 
     reranker = winnow.load_reranker(tiny_bert, "cross-encoder", device="cpu")
     long_doc = Document("d9", " ".join(["grain chaff wind"] * 20 + ["stock market"] * 20), "Long")
