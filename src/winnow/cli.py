@@ -35,7 +35,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     level = logging.WARNING - 10 * min(args.verbose, 2)
+    configure = not logging.getLogger().handlers
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if configure:  # filter at the handler too: bm25s sets its own logger to DEBUG
+        for handler in logging.getLogger().handlers:
+            handler.setLevel(level)
     from winnow.errors import WinnowError
 
     try:
