@@ -67,9 +67,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=(
             "Run each system on the collection's judged queries, evaluate it (ir_measures), test it\n"
             "against the baseline (paired t-test, Holm correction) and time every stage.\n\n"
-            "Systems are names or expressions: NAME, X %% N (keep the top N), X >> Y (then),\n"
+            "Systems are names or expressions: NAME, X % N (keep the top N), X >> Y (then),\n"
             "(X | Y) >> rrf|combsum|combmnz (fusion), rerank:MODEL, KIND:MODEL, llm:MODEL,\n"
-            "dense:MODEL, chunked:MODEL. Example: 'bm25%%100>>rerank:cross-encoder/ms-marco-MiniLM-L-6-v2'.\n"
+            "dense:MODEL, chunked:MODEL. Example: 'bm25%100>>rerank:cross-encoder/ms-marco-MiniLM-L-6-v2'.\n"
             f"Names:\n{names}"
         ),
     )

@@ -31,7 +31,10 @@ logger = logging.getLogger(__name__)
 
 
 def short_model_name(model: str) -> str:
-    """``/x/y/all-MiniLM-L6-v2`` or ``org/all-MiniLM-L6-v2`` -> ``all-MiniLM-L6-v2``."""
+    """``/x/y/all-MiniLM-L6-v2`` or ``bi-encoder:org/all-MiniLM-L6-v2`` -> ``all-MiniLM-L6-v2``."""
+    from winnow.rerankers.registry import parse_model_spec
+
+    model = parse_model_spec(model)[1]
     return Path(model.rstrip("/")).name or model
 
 
@@ -170,10 +173,15 @@ class Rerank(RescoreStage):
     """
 
     def __init__(
-        self, reranker: Reranker, depth: int | None = 100, batch_queries: int | None = None
+        self,
+        reranker: Reranker,
+        depth: int | None = 100,
+        batch_queries: int | None = None,
+        *,
+        name: str | None = None,
     ):
         super().__init__(reranker, depth, batch_queries)
-        self.label = f"rerank:{short_model_name(reranker.config.model)}"
+        self.label = f"rerank:{short_model_name(name or reranker.config.model)}"
 
     def settings(self) -> list[Any]:
         return [*super().settings(), "full_text"]
@@ -219,6 +227,7 @@ class ChunkedRerank(RescoreStage):
         batch_queries: int | None = None,
         rerank_chunks: Reranker | None = None,
         chunk_depth: int = 10,
+        name: str | None = None,
     ):
         from winnow.rerankers.chunking import AGGREGATIONS
 
@@ -232,7 +241,7 @@ class ChunkedRerank(RescoreStage):
         self.window, self.stride, self.aggregate = window, stride, aggregate
         self.max_chunks_per_doc, self.k = max_chunks_per_doc, k
         self.rerank_chunks, self.chunk_depth = rerank_chunks, chunk_depth
-        self.label = f"chunked:{short_model_name(reranker.config.model)}"
+        self.label = f"chunked:{short_model_name(name or reranker.config.model)}"
         if rerank_chunks is not None:
             self.label += f">>chunks:{short_model_name(rerank_chunks.config.model)}"
 

@@ -50,11 +50,17 @@ class Retriever(Stage):
         return ctx.memo[key]
 
     def transform(self, queries: Mapping[str, str], run: Run | None, ctx: Context) -> Run:
+        """The top ``top_k`` of every query. Within one context the same search is done once
+        (``bm25`` and ``hybrid`` share it) and later systems get a copy of the result."""
         retriever = self.retriever(ctx)
+        key = ("search", *self._key(), str(ctx.cache_dir), self.top_k, tuple(queries.items()))
         with ctx.timed(self.label, "retrieve", len(queries)) as record:
-            result = retriever.search(dict(queries), top_k=self.top_k)
-        record.parts = dict(getattr(retriever, "timings", {}) or {})
-        return result
+            if key in ctx.memo:
+                record.cached = True
+            else:
+                ctx.memo[key] = retriever.search(dict(queries), top_k=self.top_k)
+                record.parts = dict(getattr(retriever, "timings", {}) or {})
+            return {qid: dict(ranking) for qid, ranking in ctx.memo[key].items()}
 
 
 class BM25(Retriever):

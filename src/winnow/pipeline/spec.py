@@ -183,19 +183,25 @@ class _Parser:
         if word in ("combsum", "combmnz"):
             return ScoreFusion(word)
         if word == "rerank":
-            return Rerank(o.load(o.reranker), depth=o.depth, batch_queries=o.batch_queries)
+            return Rerank(
+                o.load(o.reranker), depth=o.depth, batch_queries=o.batch_queries, name=o.reranker
+            )
         if word == "chunked":
-            return ChunkedRerank(o.load(o.reranker), depth=o.depth, batch_queries=o.batch_queries)
+            return ChunkedRerank(
+                o.load(o.reranker), depth=o.depth, batch_queries=o.batch_queries, name=o.reranker
+            )
         prefix, sep, model = word.partition(":")
         if sep and model:
             if prefix == "dense":
                 return Dense(model, device=o.device, dtype=o.dtype)
             if prefix == "chunked":
-                return ChunkedRerank(o.load(model), depth=o.depth, batch_queries=o.batch_queries)
+                return ChunkedRerank(
+                    o.load(model), depth=o.depth, batch_queries=o.batch_queries, name=model
+                )
             from winnow.rerankers.registry import KIND_ALIASES, available_kinds
 
             if prefix in KIND_ALIASES or prefix in available_kinds():
-                return Rerank(o.load(word), depth=o.depth, batch_queries=o.batch_queries)
+                return Rerank(o.load(word), depth=o.depth, batch_queries=o.batch_queries, name=word)
             raise self.error(
                 f"unknown stage kind {prefix!r} in {word!r}; valid: dense:MODEL, chunked:MODEL, "
                 f"rerank:MODEL, llm:MODEL, " + ", ".join(f"{k}:MODEL" for k in available_kinds())
