@@ -115,6 +115,9 @@ def test_stages_never_mutate_their_inputs(dataset, tiny_bert):
     out2 = Rerank(reranker, depth=1).transform(queries, run, Context(dataset))
     assert run == frozen_run and out2 is not run and out2["q1"] is not run["q1"]
     assert all(len(v) == 2 for v in out.values())
+    for fusion in (RRF(), ScoreFusion("combmnz")):
+        fused = ((Cutoff(3) | Cutoff(2)) >> fusion).transform(queries, run, Context(dataset))
+        assert run == frozen_run and set(fused["q1"]) == {"d1", "d3", "d5"}
 
 
 def test_rerank_scores_the_top_depth_and_keeps_the_tail(dataset, tiny_bert):
