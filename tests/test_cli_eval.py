@@ -218,6 +218,20 @@ def test_rerank_command_round_trips_a_trec_run(beir_folder, tmp_path, tiny_bert,
         )
         tail = sorted(top[5:], key=lambda d: -reranked[qid][d])
         assert tail == top[5:]  # below depth: incoming order kept underneath
+    chunked = tmp_path / "chunked.trec"
+    chunk_args = [
+        *args[:7],
+        "--output",
+        str(chunked),
+        "--chunked",
+        "--window",
+        "12",
+        "--stride",
+        "8",
+    ]
+    assert main([*chunk_args, "--no-cache", "--device", "cpu", "--no-progress"]) == 0
+    assert {q: set(r) for q, r in read_run(chunked).items()} == {q: set(r) for q, r in run.items()}
+    capsys.readouterr()
     # an unknown document in the input run is an error naming the file
     bad = tmp_path / "bad.trec"
     bad.write_text("q0 Q0 nosuchdoc 1 1.0 x\n")
