@@ -55,6 +55,14 @@ def minilm_path():
     return resolve_model_path("sentence-transformers/all-MiniLM-L6-v2")
 
 
+@pytest.fixture(scope="session")
+def minilm_cross_encoder(models_dir):
+    """all-MiniLM-L6-v2's real encoder with a fresh one-logit head (ms-marco-MiniLM-L-6 compute)."""
+    from winnow.testing import build_minilm_cross_encoder
+
+    return str(build_minilm_cross_encoder(models_dir / "minilm-ce"))
+
+
 @pytest.fixture
 def fresh_cache():
     """Empty the process-wide model caches before and after a test that counts loads."""

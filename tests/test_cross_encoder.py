@@ -78,15 +78,27 @@ def test_activations(tiny_bert, tiny_bert_2labels):
         winnow.load_reranker(tiny_bert, activation="relu")
 
 
-@pytest.mark.parametrize("dtype", ["bfloat16", "int8"])
-def test_fast_cpu_modes_preserve_the_ranking(tiny_bert, dtype):
-    exact = winnow.load_reranker(tiny_bert).score_pairs(PAIRS)
-    fast_rr = winnow.load_reranker(tiny_bert, dtype=dtype)
-    fast = fast_rr.score_pairs(PAIRS)
+@pytest.mark.parametrize("dtype, min_spearman", [("bfloat16", 0.99), ("int8", 0.8)])
+def test_fast_cpu_modes_against_float32(minilm_cross_encoder, dtype, min_spearman):
+    # Real MiniLM-L6 weights with a fresh head. bfloat16 keeps the ranking; int8 dynamic
+    # quantisation is lossy (the benchmark reports its Spearman), so it is opt-in.
+    pairs = PAIRS[:40]
+    exact = winnow.load_reranker(minilm_cross_encoder).score_pairs(pairs)
+    fast_rr = winnow.load_reranker(minilm_cross_encoder, dtype=dtype)
+    fast = fast_rr.score_pairs(pairs)
     assert fast_rr.config.dtype == dtype and fast.dtype == np.float32
-    # a random tiny model with large weights is a hard case for int8; the benchmark measures the
-    # real MiniLM architecture (Spearman >= 0.999 is the bar there)
-    assert spearmanr(exact, fast).statistic > 0.9
+    assert spearmanr(exact, fast).statistic > min_spearman
+
+
+def test_first_token_last_layer_gives_the_same_scores(minilm_cross_encoder, tiny_xlmr):
+    for path in (minilm_cross_encoder, tiny_xlmr):
+        fast = winnow.load_reranker(path)
+        full = winnow.load_reranker(path, first_token_only=False)
+        fast.load()
+        full.load()
+        assert type(fast.model.base_model.encoder.layer[-1]).__name__ == "FirstTokenLayer"
+        assert type(full.model.base_model.encoder.layer[-1]).__name__ != "FirstTokenLayer"
+        np.testing.assert_allclose(fast.score_pairs(PAIRS), full.score_pairs(PAIRS), atol=1e-5)
 
 
 def test_wrong_kind_of_model_is_refused(tmp_path, tiny_bi_encoder):

@@ -199,7 +199,8 @@ def test_cpu_int8_runs_and_ranks_like_float32(tiny_qwen2):
     int8 = winnow.load_reranker(tiny_qwen2, "llm-pointwise", device="cpu", dtype="int8")
     a, b = fp32.score_pairs(PAIRS), int8.score_pairs(PAIRS)
     assert np.isfinite(b).all()
-    np.testing.assert_allclose(a, b, atol=0.3)
+    # int8 dynamic quantisation is lossy on a random tiny model; it must stay strongly correlated
+    assert np.corrcoef(a, b)[0, 1] > 0.9
 
 
 def test_concurrent_first_use_loads_once(tiny_llama, fresh_cache):

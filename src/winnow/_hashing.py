@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from winnow.types import Document
@@ -19,17 +19,6 @@ def _feed(h: Any, text: str) -> None:
     data = text.encode("utf-8", "surrogatepass")
     h.update(len(data).to_bytes(8, "little"))
     h.update(data)
-
-
-def hash_texts(items: Iterable[str]) -> str:
-    """sha256 hex digest of a sequence of strings (order matters)."""
-    h = hashlib.sha256()
-    count = 0
-    for text in items:
-        _feed(h, text)
-        count += 1
-    h.update(count.to_bytes(8, "little"))
-    return h.hexdigest()
 
 
 def corpus_hash(corpus: Mapping[str, Document]) -> str:
@@ -49,12 +38,3 @@ def params_hash(params: Mapping[str, Any]) -> str:
     """sha256 of a JSON-serialisable mapping (keys sorted)."""
     blob = json.dumps(params, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
-
-
-def file_sha256(path: Any, chunk_size: int = 1 << 20) -> str:
-    """sha256 hex digest of a file's bytes, read in chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(chunk_size):
-            h.update(chunk)
-    return h.hexdigest()

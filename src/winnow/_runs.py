@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+
+import numpy as np
 
 from winnow.errors import ConfigError
 from winnow.types import Run
@@ -31,3 +33,10 @@ def sort_and_cut(run: Mapping[str, Mapping[str, float]], top_k: int | None = Non
             items = items[:top_k]
         out[qid] = dict(items)
     return out
+
+
+def tie_break_order(doc_ids: Sequence[str]) -> np.ndarray:
+    """Position of each id in sorted order: a numeric tie-break key equal to ordering by ``doc_id``."""
+    order = np.empty(len(doc_ids), dtype=np.int64)
+    order[np.argsort(np.asarray(doc_ids, dtype=object), kind="stable")] = np.arange(len(doc_ids))
+    return order

@@ -8,7 +8,12 @@ import logging
 import sys
 
 #: Modules that add commands (kept light: they import heavy things only when a command runs).
-COMMAND_MODULES: tuple[str, ...] = ("winnow.rerankers.commands", "winnow.evaluation.commands")
+COMMAND_MODULES: tuple[str, ...] = (
+    "winnow.rerankers.commands",
+    "winnow.data.commands",
+    "winnow.server.commands",
+    "winnow.evaluation.commands",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -17,7 +17,7 @@ from typing import Any
 
 from winnow.data._lines import numbered_lines
 from winnow.data.trec import iter_qrels
-from winnow.errors import DatasetError
+from winnow.errors import ConfigError, DatasetError
 from winnow.types import Dataset, Document, Qrels, Queries
 
 logger = logging.getLogger(__name__)
@@ -102,14 +102,26 @@ def read_queries(path: str | os.PathLike) -> Queries:
     return queries
 
 
-def _check_qrels(path: Path, corpus: dict[str, Document], queries: Queries) -> Qrels:
+UNKNOWN_IDS = ("error", "drop")
+
+
+def _check_qrels(
+    path: Path, corpus: dict[str, Document], queries: Queries, unknown_ids: str = "error"
+) -> Qrels:
     qrels: Qrels = {}
     seen: dict[tuple[str, str], int] = {}
+    dropped: list[int] = []
     for number, qid, doc_id, rel in iter_qrels(path):
+        problem = None
         if qid not in queries:
-            raise DatasetError(f"query id {qid!r} is not in queries.jsonl", path, number)
-        if doc_id not in corpus:
-            raise DatasetError(f"document id {doc_id!r} is not in corpus.jsonl", path, number)
+            problem = f"query id {qid!r} is not in queries.jsonl"
+        elif doc_id not in corpus:
+            problem = f"document id {doc_id!r} is not in corpus.jsonl"
+        if problem is not None:
+            if unknown_ids == "error":
+                raise DatasetError(problem, path, number)
+            dropped.append(number)
+            continue
         previous = seen.get((qid, doc_id))
         if previous is not None:
             if qrels[qid][doc_id] != rel:
@@ -125,11 +137,23 @@ def _check_qrels(path: Path, corpus: dict[str, Document], queries: Queries) -> Q
             continue
         seen[(qid, doc_id)] = number
         qrels.setdefault(qid, {})[doc_id] = rel
+    if dropped:
+        lines = ", ".join(map(str, dropped[:10])) + (", ..." if len(dropped) > 10 else "")
+        logger.warning(
+            "%s: dropped %d judgment(s) naming unknown queries or documents (lines %s)",
+            path,
+            len(dropped),
+            lines,
+        )
     return qrels
 
 
 def load_beir(
-    folder: str | os.PathLike, split: str = "test", *, name: str | None = None
+    folder: str | os.PathLike,
+    split: str = "test",
+    *,
+    name: str | None = None,
+    unknown_ids: str = "error",
 ) -> Dataset:
     """Load a BEIR folder: ``corpus.jsonl``, ``queries.jsonl`` and ``qrels/<split>.tsv``.
 
@@ -137,6 +161,9 @@ def load_beir(
         folder: the dataset folder.
         split: which qrels file to read (``test``, ``dev``, ``train``).
         name: dataset name (the folder's name when omitted).
+        unknown_ids: what to do with a judgment naming a query or document that does not exist:
+            ``"error"`` (the default: :class:`DatasetError` with its line) or ``"drop"`` (skip
+            it, logging a warning with the count and the first lines).
 
     Raises:
         DatasetError: a file is missing or malformed (naming file and line), the corpus is empty,
@@ -144,6 +171,10 @@ def load_beir(
 
     Queries without judgments are kept in ``Dataset.queries``; the evaluation decides about them.
     """
+    if unknown_ids not in UNKNOWN_IDS:
+        raise ConfigError(
+            f"unknown_ids must be one of {', '.join(UNKNOWN_IDS)}, got {unknown_ids!r}"
+        )
     root = Path(folder).expanduser()
     if not root.is_dir():
         raise DatasetError("dataset folder not found", root)
@@ -159,7 +190,7 @@ def load_beir(
         )
     corpus = read_corpus(root / "corpus.jsonl")
     queries = read_queries(root / "queries.jsonl")
-    qrels = _check_qrels(qrels_path, corpus, queries)
+    qrels = _check_qrels(qrels_path, corpus, queries, unknown_ids)
     dataset = Dataset(
         name=name or root.resolve().name,
         corpus=corpus,

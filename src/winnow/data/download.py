@@ -112,10 +112,21 @@ def _download(url: str, dest: Path, timeout: float, show_progress: bool | None) 
     return sha.hexdigest(), md5.hexdigest()
 
 
-def safe_extract(archive: Path, dest: Path) -> None:
-    """Extract a zip into ``dest``, refusing absolute paths, ``..`` components and symlinks."""
+#: Refuse archives that would unpack to more than this (the largest BEIR corpus unpacks to a few GB).
+MAX_UNPACKED_BYTES = 64 << 30
+
+
+def safe_extract(archive: Path, dest: Path, max_bytes: int = MAX_UNPACKED_BYTES) -> None:
+    """Extract a zip into ``dest``, refusing absolute paths, ``..`` components, symlinks and
+    archives that would unpack to more than ``max_bytes``."""
     try:
         with zipfile.ZipFile(archive) as zf:
+            total = sum(info.file_size for info in zf.infolist())
+            if total > max_bytes:
+                raise DatasetError(
+                    f"archive would unpack to {total} bytes, more than the limit of {max_bytes}",
+                    archive,
+                )
             for info in zf.infolist():
                 name = info.filename
                 parts = PurePosixPath(name.replace("\\", "/")).parts
@@ -154,9 +165,12 @@ def fetch_beir(
     """Download and unpack a BEIR zip into ``cache_dir/<name>``; return that folder.
 
     A folder already there (completed by an earlier call, and matching ``sha256`` when given) is
-    returned with no request. Otherwise the archive is streamed to a temporary file with a timeout,
-    its checksums verified (those given, else those in :data:`KNOWN_BEIR`), unzipped safely into a
+    returned with no request. Otherwise the archive is streamed to a temporary file (``timeout``
+    applies to connecting and to each read), its checksums verified, unzipped safely into a
     temporary folder and renamed into place, so an interrupted fetch leaves nothing behind.
+
+    Checksums: without ``url``, those of :data:`KNOWN_BEIR` (``sha256`` / ``md5`` given here take
+    precedence); with ``url`` (a mirror or another archive) only the ones given here.
 
     Raises:
         DatasetError: unknown name without ``url``, HTTP or network failure, checksum mismatch,

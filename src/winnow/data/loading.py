@@ -29,6 +29,7 @@ def load_dataset(
     url: str | None = None,
     timeout: float = 60.0,
     show_progress: bool | None = None,
+    unknown_ids: str = "error",
 ) -> Dataset:
     """Load a BEIR-format dataset, looking in this order:
 
@@ -38,6 +39,9 @@ def load_dataset(
     3. ``cache_dir/<name>`` from an earlier download (``~/.cache/winnow/datasets`` by default);
     4. a public BEIR dataset (``KNOWN_BEIR``, or any name with ``url=``) downloaded into
        ``cache_dir`` when ``download`` is true, verified against its checksums and ``sha256``.
+
+    ``unknown_ids="drop"`` skips (with a warning) judgments naming unknown queries or documents
+    instead of raising; see :func:`~winnow.data.beir.load_beir`.
 
     Raises:
         DatasetError: the dataset is malformed, or not found anywhere (the message lists where it
@@ -49,26 +53,26 @@ def load_dataset(
     looked: list[str] = []
     path = Path(text).expanduser()
     if path.is_dir():
-        return load_beir(path, split)
+        return load_beir(path, split, unknown_ids=unknown_ids)
     looked.append(str(path))
     simple_name = "/" not in text and os.sep not in text
     if simple_name:
         for folder in _data_dirs(data_dir):
             candidate = folder / text
             if candidate.is_dir():
-                return load_beir(candidate, split)
+                return load_beir(candidate, split, unknown_ids=unknown_ids)
             looked.append(str(candidate))
         cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
         cached = cache / text
         marker = cached / MARKER
         if marker.is_file() and (sha256 is None or marker.read_text().strip() == sha256.lower()):
-            return load_beir(cached, split, name=text)
+            return load_beir(cached, split, name=text, unknown_ids=unknown_ids)
         looked.append(str(cached))
         if download and (text in KNOWN_BEIR or url is not None):
             folder = fetch_beir(
                 text, cache, url=url, sha256=sha256, timeout=timeout, show_progress=show_progress
             )
-            return load_beir(folder, split, name=text)
+            return load_beir(folder, split, name=text, unknown_ids=unknown_ids)
     hint = (
         f"; downloadable by name: {', '.join(sorted(KNOWN_BEIR))}"
         if download

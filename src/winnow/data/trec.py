@@ -35,6 +35,14 @@ def _int(value: str, what: str, path: Path, number: int) -> int:
         raise DatasetError(f"{what} must be an integer, got {value!r}", path, number) from None
 
 
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def iter_qrels(path: str | os.PathLike) -> Iterator[tuple[int, str, str, int]]:
     """``(line, query_id, doc_id, relevance)`` for each judgment of a TREC or BEIR qrels file.
 
@@ -56,8 +64,8 @@ def iter_qrels(path: str | os.PathLike) -> Iterator[tuple[int, str, str, int]]:
                     number,
                 )
             columns = len(fields)
-            if columns == 3 and not fields[2].lstrip("+-").isdigit():
-                continue  # BEIR header line
+            if columns == 3 and not _is_number(fields[2]):
+                continue  # BEIR header line ("query-id corpus-id score")
         if len(fields) != columns:
             raise DatasetError(f"expected {columns} columns, got {len(fields)}", path, number)
         if columns == 4:

@@ -39,6 +39,26 @@ class PairTemplate:
         return len(self.prefix) + len(self.middle) + len(self.suffix)
 
 
+def encode_texts(backend, texts: list[str], limit: int) -> list[list[int]]:
+    """Token ids of each text (no special tokens), at least the first ``limit`` of them exactly.
+
+    ``backend`` is a ``tokenizers.Tokenizer`` with truncation and padding off. Only a prefix of a long
+    text is tokenised (tokens past the limit could not be scored anyway); a prefix that comes out
+    short of the limit (unusually long tokens) is redone on the whole text.
+    """
+    if not texts:
+        return []
+    cut = (limit + _MARGIN) * _CHARS_PER_TOKEN_BOUND
+    heads = [t if len(t) <= cut else t[:cut] for t in texts]
+    ids = [e.ids for e in backend.encode_batch(heads, add_special_tokens=False)]
+    redo = [i for i, t in enumerate(texts) if len(t) > cut and len(ids[i]) < limit + _MARGIN]
+    if redo:
+        full = backend.encode_batch([texts[i] for i in redo], add_special_tokens=False)
+        for i, e in zip(redo, full):
+            ids[i] = e.ids
+    return ids
+
+
 class PairTokenizer:
     """Tokenises (query, document) pairs for a Hugging Face fast tokenizer."""
 
@@ -84,20 +104,7 @@ class PairTokenizer:
         )
 
     def encode_texts(self, texts: list[str], limit: int) -> list[list[int]]:
-        """Token ids of each text (no special tokens), the first ``limit`` or more of them."""
-        if not texts:
-            return []
-        cut = (limit + _MARGIN) * _CHARS_PER_TOKEN_BOUND
-        heads = [t if len(t) <= cut else t[:cut] for t in texts]
-        ids = [e.ids for e in self.backend.encode_batch(heads, add_special_tokens=False)]
-        # A prefix that came out short of the limit (unusually long tokens) is redone in full, so
-        # the first `limit` tokens are always exactly those of the whole text.
-        redo = [i for i, t in enumerate(texts) if len(t) > cut and len(ids[i]) < limit + _MARGIN]
-        if redo:
-            full = self.backend.encode_batch([texts[i] for i in redo], add_special_tokens=False)
-            for i, e in zip(redo, full):
-                ids[i] = e.ids
-        return ids
+        return encode_texts(self.backend, texts, limit)
 
     def encode_pairs(
         self, pairs: list[tuple[str, str]]

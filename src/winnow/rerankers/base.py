@@ -213,7 +213,15 @@ class Reranker(ABC):
         if not checked:
             return PairScores.empty()
         self.load()
-        raw = self._score(checked)
+        # Identical pairs are scored once: they cost nothing extra and always score identically,
+        # whatever the rounding of the batch they would have landed in.
+        position: dict[tuple[str, str], int] = {}
+        inverse = np.fromiter(
+            (position.setdefault(p, len(position)) for p in checked), np.int64, len(checked)
+        )
+        raw = self._score(list(position) if len(position) < len(checked) else checked)
+        if len(position) < len(checked):
+            raw = raw.take(inverse)
         scores = apply_activation(raw.scores, self.config.activation, self.num_labels)
         return PairScores(scores, raw.truncated, raw.num_tokens)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from winnow.rerankers._torch import autocast, from_pretrained_kwargs
+from winnow.rerankers._torch import from_pretrained_kwargs, quantize_int8
 from winnow.rerankers.base import PairScores, Reranker, RerankerConfig
 from winnow.rerankers.cache import MODELS
 from winnow.rerankers.engine import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_TOKENS, run_batches
@@ -19,15 +19,10 @@ def load_sentence_transformer(path: str, device: str, dtype: str):
     from sentence_transformers import SentenceTransformer
 
     kwargs = {} if dtype in ("float32", "int8") else {"model_kwargs": from_pretrained_kwargs(dtype)}
-    if device.startswith("cpu") and dtype == "bfloat16":
-        kwargs = {}  # float32 weights, bfloat16 autocast (see _torch.autocast)
     model = SentenceTransformer(path, device=device, **kwargs)
     model.eval()
     if dtype == "int8":
-        import torch
-        from torch.ao.quantization import quantize_dynamic
-
-        model = quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+        model = quantize_int8(model)
     return model
 
 
@@ -92,15 +87,14 @@ class BiEncoderReranker(Reranker):
             model.max_seq_length = min(self._max_length, old_max or self._max_length)
 
         def forward(idx: np.ndarray) -> np.ndarray:
-            with autocast(c.device, c.dtype):
-                emb = model.encode(
-                    [unique[i] for i in idx],
-                    batch_size=len(idx),
-                    convert_to_numpy=True,
-                    normalize_embeddings=True,
-                    show_progress_bar=False,
-                )
-            return np.asarray(emb, dtype=np.float32)
+            emb = model.encode(
+                [unique[i] for i in idx],
+                batch_size=len(idx),
+                convert_to_tensor=True,
+                normalize_embeddings=True,
+                show_progress_bar=False,
+            )
+            return emb.float().cpu().numpy()
 
         progress = c.option("show_progress", False) if show_progress is None else show_progress
         try:

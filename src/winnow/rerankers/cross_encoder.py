@@ -12,8 +12,9 @@ import logging
 import numpy as np
 
 from winnow.errors import ModelLoadError
+from winnow.rerankers._first_token import install_first_token_last_layer
 from winnow.rerankers._tokens import PairTokenizer, pad_batch
-from winnow.rerankers._torch import autocast, from_pretrained_kwargs, prepare_model
+from winnow.rerankers._torch import from_pretrained_kwargs, prepare_model
 from winnow.rerankers.base import PairScores, Reranker, RerankerConfig
 from winnow.rerankers.cache import MODELS
 from winnow.rerankers.engine import (
@@ -38,7 +39,7 @@ def position_limit(config) -> int | None:
     return int(limit)
 
 
-def load_sequence_classifier(path: str, device: str, dtype: str):
+def load_sequence_classifier(path: str, device: str, dtype: str, first_token_only: bool = True):
     """Load (model, tokenizer) for a cross-encoder, refusing models that would give garbage scores."""
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
@@ -62,14 +63,19 @@ def load_sequence_classifier(path: str, device: str, dtype: str):
     model = AutoModelForSequenceClassification.from_pretrained(
         path, **from_pretrained_kwargs(dtype)
     )
-    return prepare_model(model, device, dtype), tokenizer
+    model = prepare_model(model, device, dtype)
+    if first_token_only and dtype != "int8":
+        install_first_token_last_layer(model, tokenizer, device)
+    return model, tokenizer
 
 
 class CrossEncoderReranker(Reranker):
     """Scores each (query, document) pair jointly with a sequence-classification transformer.
 
     Options: ``max_query_length`` (tokens a query may use; default half of ``max_length``),
-    ``max_tokens`` (padded tokens per batch), ``max_batch_size``, ``show_progress``.
+    ``max_tokens`` (padded tokens per batch), ``max_batch_size``, ``show_progress``,
+    ``first_token_only`` (default True: compute the last layer for the first token only, which is
+    all the head reads; installed only after a self-check, see ``_first_token``).
     """
 
     kind = "cross-encoder"
@@ -83,9 +89,10 @@ class CrossEncoderReranker(Reranker):
 
     def _load(self) -> None:
         c = self.config
-        key = ("cross-encoder", c.model, c.device, c.dtype)
+        first_token_only = bool(c.option("first_token_only", True))
+        key = ("cross-encoder", c.model, c.device, c.dtype, first_token_only)
         self.model, self.tokenizer = MODELS.get_or_create(
-            key, lambda: load_sequence_classifier(c.model, c.device, c.dtype)
+            key, lambda: load_sequence_classifier(c.model, c.device, c.dtype, first_token_only)
         )
         self.num_labels = int(self.model.config.num_labels)
         limits = [position_limit(self.model.config), c.max_length]
@@ -112,7 +119,7 @@ class CrossEncoderReranker(Reranker):
         import torch
 
         input_ids, type_ids, lengths, truncated = self.pairs.encode_pairs(pairs)
-        device, dtype = self.config.device, self.config.dtype
+        device = self.config.device
         pad = self.pairs.pad_id
         model = self.model
         two_labels = self.num_labels == 2
@@ -126,7 +133,7 @@ class CrossEncoderReranker(Reranker):
             if self.uses_token_types:
                 tt, _ = pad_batch([type_ids[i] for i in idx], 0)
                 inputs["token_type_ids"] = torch.from_numpy(tt).to(device)
-            with torch.inference_mode(), autocast(device, dtype):
+            with torch.inference_mode():
                 logits = model(**inputs).logits
             logits = logits.float()  # upcast before anything else touches the numbers
             out = logits[:, 1] - logits[:, 0] if two_labels else logits[:, 0]

@@ -43,7 +43,7 @@ def resolve_dtype(dtype: str | None, device: str) -> str:
     """Return the precision name for ``device``.
 
     ``auto`` gives bfloat16 on GPUs that support it (float16 on older ones and on mps) and float32 on
-    CPU: the faster CPU modes (``bfloat16`` autocast, ``int8`` dynamic quantisation) are opt-in.
+    CPU: the faster CPU modes (``bfloat16`` weights, ``int8`` dynamic quantisation) are opt-in.
     """
     import torch
 

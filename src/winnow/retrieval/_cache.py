@@ -10,10 +10,11 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from winnow._fs import atomic_directory
 from winnow._hashing import params_hash
 
 logger = logging.getLogger(__name__)
@@ -34,3 +35,19 @@ def write_meta(folder: Path, params: Mapping[str, Any]) -> None:
     (folder / META).write_text(
         json.dumps(dict(params), indent=2, sort_keys=True, default=str) + "\n"
     )
+
+
+def save_entry(entry: Path, params: Mapping[str, Any], write: Callable[[Path], None]) -> bool:
+    """Write an entry atomically with ``write(folder)`` plus ``meta.json``; True when saved.
+
+    A cache that cannot be written (read-only folder, full disk) is logged and skipped: the
+    result in memory is still good, only the next run will recompute it.
+    """
+    try:
+        with atomic_directory(entry) as tmp:
+            write(tmp)
+            write_meta(tmp, params)
+    except OSError as exc:
+        logger.warning("could not write cache entry %s: %s", entry, exc)
+        return False
+    return True

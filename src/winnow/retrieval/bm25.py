@@ -14,17 +14,19 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from winnow._fs import atomic_directory
 from winnow._hashing import corpus_hash
-from winnow._runs import check_top_k, ranked
+from winnow._runs import check_top_k, ranked, tie_break_order
 from winnow.errors import ConfigError, InputError
-from winnow.retrieval._cache import entry_dir, is_complete, write_meta
+from winnow.retrieval._cache import entry_dir, is_complete, save_entry
+from winnow.retrieval._checks import check_corpus, check_queries
 from winnow.types import Document, Run
 
 logger = logging.getLogger(__name__)
@@ -89,6 +91,7 @@ class BM25:
         self.timings: dict[str, float] = {}
         self._retriever = None
         self._doc_ids: list[str] = []
+        self._doc_order: np.ndarray | None = None  # rank of each doc_id in sorted order
 
     def __repr__(self) -> str:
         return (
@@ -134,8 +137,7 @@ class BM25:
         """Index ``corpus`` (``{doc_id: Document}``), or load its index from ``cache_dir``."""
         import bm25s
 
-        if not corpus:
-            raise InputError("cannot index an empty corpus")
+        check_corpus(corpus)
         start = time.perf_counter()
         timings: dict[str, float] = {"cache_hit": 0.0}
         entry = None
@@ -145,13 +147,19 @@ class BM25:
             entry = entry_dir(self.cache_dir, "bm25", key)
             if is_complete(entry):
                 t = time.perf_counter()
-                self._retriever = bm25s.BM25.load(str(entry), load_corpus=False)
-                self._doc_ids = json.loads((entry / DOC_IDS).read_text())
-                timings.update(cache_hit=1.0, load=time.perf_counter() - t)
-                timings["index"] = time.perf_counter() - start
-                self.timings = timings
-                logger.info("BM25 index loaded from %s", entry)
-                return self
+                try:
+                    retriever = bm25s.BM25.load(str(entry), load_corpus=False, show_progress=False)
+                    doc_ids = json.loads((entry / DOC_IDS).read_text())
+                except (OSError, ValueError, KeyError) as exc:
+                    logger.warning("unreadable BM25 cache entry %s (%s); rebuilding", entry, exc)
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    self._retriever, self._doc_ids, self._doc_order = retriever, doc_ids, None
+                    timings.update(cache_hit=1.0, load=time.perf_counter() - t)
+                    timings["index"] = time.perf_counter() - start
+                    self.timings = timings
+                    logger.info("BM25 index loaded from %s", entry)
+                    return self
         doc_ids = list(corpus)
         t = time.perf_counter()
         tokens = self._tokenize([f"{d.title} {d.text}" for d in corpus.values()], return_ids=True)
@@ -161,12 +169,14 @@ class BM25:
         retriever.index(tokens, show_progress=self.show_progress)
         timings["build"] = time.perf_counter() - t
         if entry is not None:
-            with atomic_directory(entry) as tmp:
-                retriever.save(str(tmp), show_progress=False)
-                (tmp / DOC_IDS).write_text(json.dumps(doc_ids))
-                write_meta(tmp, {**key, "documents": len(doc_ids)})
-            logger.info("BM25 index saved to %s", entry)
-        self._retriever, self._doc_ids = retriever, doc_ids
+
+            def write(folder: Path) -> None:
+                retriever.save(str(folder), show_progress=False)
+                (folder / DOC_IDS).write_text(json.dumps(doc_ids))
+
+            if save_entry(entry, {**key, "documents": len(doc_ids)}, write):
+                logger.info("BM25 index saved to %s", entry)
+        self._retriever, self._doc_ids, self._doc_order = retriever, doc_ids, None
         timings["index"] = time.perf_counter() - start
         self.timings = timings
         return self
@@ -181,12 +191,7 @@ class BM25:
             raise InputError("BM25.search called before index()")
         top_k = check_top_k(top_k)
         start = time.perf_counter()
-        qids = list(queries)
-        for qid in qids:
-            if not isinstance(queries[qid], str):
-                raise InputError(
-                    f"query {qid!r} must be a string, got {type(queries[qid]).__name__}"
-                )
+        qids = check_queries(queries)
         run: Run = {qid: {} for qid in qids}
         if not qids:
             self.timings = {"tokenize": 0.0, "retrieve": 0.0, "search": 0.0}
@@ -197,20 +202,27 @@ class BM25:
         vocab = self._retriever.vocab_dict
         tokens = [[tok for tok in q if tok in vocab] for q in tokens]
         keep = [i for i, q in enumerate(tokens) if q]
-        k = min(top_k, len(self._doc_ids))
+        n = len(self._doc_ids)
+        k = min(top_k, n)
         t = time.perf_counter()
         if keep:
+            # one extra hit shows whether documents tied with the k-th score were left out
+            k_req = min(k + 1, n)
             docs, scores = self._retriever.retrieve(
                 [tokens[i] for i in keep],
-                k=k,
+                k=k_req,
                 sorted=True,
                 show_progress=self.show_progress,
                 n_threads=self.n_threads,
             )
             ids = self._doc_ids
             for row, i in enumerate(keep):
-                positive = scores[row] > 0
-                hits = zip(docs[row][positive].tolist(), scores[row][positive].tolist())
+                d_row, s_row = docs[row], scores[row]
+                if k_req > k and s_row[k] > 0 and s_row[k] == s_row[k - 1]:
+                    d_row, s_row = self._full_ranking(tokens[i], k)
+                d_row, s_row = d_row[:k], s_row[:k]
+                positive = s_row > 0
+                hits = zip(d_row[positive].tolist(), s_row[positive].tolist())
                 run[qids[i]] = dict(ranked({ids[d]: float(s) for d, s in hits}))
         self.timings = {
             "tokenize": tokenize_s,
@@ -218,6 +230,14 @@ class BM25:
             "search": time.perf_counter() - start,
         }
         return run
+
+    def _full_ranking(self, tokens: list[str], k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top k of all documents by score, ties by ``doc_id`` (used when ties cross the cut)."""
+        scores = np.asarray(self._retriever.get_scores(tokens), dtype=np.float32)
+        if self._doc_order is None:
+            self._doc_order = tie_break_order(self._doc_ids)
+        best = np.lexsort((self._doc_order, -scores))[:k]
+        return best, scores[best]
 
     def get_scores(self, query: str) -> np.ndarray:
         """BM25 score of every indexed document for one query (float32, in ``doc_ids`` order)."""

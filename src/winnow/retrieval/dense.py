@@ -8,6 +8,11 @@ takes the top k with ``argpartition`` and sorts only those.
 Document embeddings are cached under ``cache_dir`` keyed by the model's identity (a fingerprint
 of its files: names, sizes and the bytes at both ends of each), dtype, ``max_length``, document
 prompt and a hash of the corpus; stored as ``embeddings.npy`` (float32) and ``doc_ids.json``.
+
+With ``index="faiss"`` (extra ``winnow[faiss]``) search goes through a FAISS index built from the
+embeddings with ``faiss.index_factory(dim, faiss_factory, METRIC_INNER_PRODUCT)``: ``"Flat"`` (the
+default) is exact and multi-threaded, ``"HNSW32"`` and the like are approximate. The FAISS index is
+built in memory at ``index()`` time from the (cached) embeddings, not stored.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -23,11 +29,11 @@ from typing import Any
 
 import numpy as np
 
-from winnow._fs import atomic_directory
 from winnow._hashing import corpus_hash
-from winnow._runs import check_top_k
-from winnow.errors import InputError
-from winnow.retrieval._cache import entry_dir, is_complete, write_meta
+from winnow._runs import check_top_k, tie_break_order
+from winnow.errors import ConfigError, InputError, require
+from winnow.retrieval._cache import entry_dir, is_complete, save_entry
+from winnow.retrieval._checks import check_corpus, check_queries
 from winnow.types import Document, Run
 
 logger = logging.getLogger(__name__)
@@ -92,6 +98,8 @@ class Dense:
         show_progress: tqdm bar while encoding (default: only when stderr is a terminal).
         max_length: longest input in tokens (the model's own limit when omitted).
         query_prompt, document_prompt: prefixes such as ``"query: "`` for E5-style models.
+        index: ``"exact"`` (numpy matrix product) or ``"faiss"``.
+        faiss_factory: FAISS index description for ``index="faiss"`` (``"Flat"``, ``"HNSW32"``, ...).
         **options: passed to ``load_reranker`` (``max_tokens``, ``max_batch_size``).
 
     ``timings`` holds the seconds of the last ``index`` (``hash``, ``cache_hit``, ``encode``,
@@ -109,9 +117,19 @@ class Dense:
         max_length: int | None = None,
         query_prompt: str | None = None,
         document_prompt: str | None = None,
+        index: str = "exact",
+        faiss_factory: str = "Flat",
         **options: Any,
     ):
         from winnow.rerankers.loading import load_reranker
+
+        if index not in ("exact", "faiss"):
+            raise ConfigError(f"index must be 'exact' or 'faiss', got {index!r}")
+        if index == "faiss":
+            require("faiss", "faiss")
+        self.index_type = index
+        self.faiss_factory = faiss_factory
+        self._faiss = None
 
         if query_prompt:
             options["query_prompt"] = query_prompt
@@ -157,19 +175,32 @@ class Dense:
             "corpus": corpus_hash(corpus),
         }
 
-    def _set(self, doc_ids: list[str], embeddings: np.ndarray) -> None:
+    def _set(self, doc_ids: list[str], embeddings: np.ndarray, timings: dict[str, float]) -> None:
         self._doc_ids = doc_ids
         self.embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
-        order = np.empty(len(doc_ids), dtype=np.int64)
-        order[np.argsort(np.asarray(doc_ids, dtype=object), kind="stable")] = np.arange(
-            len(doc_ids)
-        )
-        self._doc_order = order  # rank of each document's id in sorted order, for tie-breaking
+        self._doc_order = tie_break_order(doc_ids)  # tie-break key: rank of each id in sorted order
+        self._faiss = None
+        if self.index_type == "faiss":
+            t = time.perf_counter()
+            self._faiss = self._build_faiss(self.embeddings)
+            timings["faiss_build"] = time.perf_counter() - t
+
+    def _build_faiss(self, embeddings: np.ndarray):
+        faiss = require("faiss", "faiss")
+        try:
+            index = faiss.index_factory(
+                embeddings.shape[1], self.faiss_factory, faiss.METRIC_INNER_PRODUCT
+            )
+        except RuntimeError as exc:
+            raise ConfigError(f"invalid faiss_factory {self.faiss_factory!r}: {exc}") from exc
+        if not index.is_trained:
+            index.train(embeddings)
+        index.add(embeddings)
+        return index
 
     def index(self, corpus: Mapping[str, Document]) -> Dense:
         """Embed ``corpus`` (``{doc_id: Document}``), or load its embeddings from ``cache_dir``."""
-        if not corpus:
-            raise InputError("cannot index an empty corpus")
+        check_corpus(corpus)
         start = time.perf_counter()
         timings: dict[str, float] = {"cache_hit": 0.0, "encode": 0.0}
         entry = key = None
@@ -178,25 +209,36 @@ class Dense:
             timings["hash"] = time.perf_counter() - start
             entry = entry_dir(self.cache_dir, "dense", key)
             if is_complete(entry):
-                doc_ids = json.loads((entry / DOC_IDS).read_text())
-                self._set(doc_ids, np.load(entry / EMBEDDINGS))
-                timings["cache_hit"] = 1.0
-                timings["index"] = time.perf_counter() - start
-                self.timings = timings
-                logger.info("dense embeddings loaded from %s", entry)
-                return self
+                try:
+                    doc_ids = json.loads((entry / DOC_IDS).read_text())
+                    embeddings = np.load(entry / EMBEDDINGS)
+                    if embeddings.shape[0] != len(doc_ids) or len(doc_ids) != len(corpus):
+                        raise ValueError("embeddings do not match the documents")
+                except (OSError, ValueError) as exc:
+                    logger.warning("unreadable dense cache entry %s (%s); rebuilding", entry, exc)
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    self._set(doc_ids, embeddings, timings)
+                    timings["cache_hit"] = 1.0
+                    timings["index"] = time.perf_counter() - start
+                    self.timings = timings
+                    logger.info("dense embeddings loaded from %s", entry)
+                    return self
         doc_ids = list(corpus)
         t = time.perf_counter()
         texts = [f"{d.title} {d.text}".strip() for d in corpus.values()]
         embeddings = self.encoder.encode_documents(texts, show_progress=self._progress())
         timings["encode"] = time.perf_counter() - t
         if entry is not None:
-            with atomic_directory(entry) as tmp:
-                np.save(tmp / EMBEDDINGS, np.asarray(embeddings, dtype=np.float32))
-                (tmp / DOC_IDS).write_text(json.dumps(doc_ids))
-                write_meta(tmp, {**key, "model_path": self.model, "documents": len(doc_ids)})
-            logger.info("dense embeddings saved to %s", entry)
-        self._set(doc_ids, embeddings)
+
+            def write(folder: Path) -> None:
+                np.save(folder / EMBEDDINGS, np.asarray(embeddings, dtype=np.float32))
+                (folder / DOC_IDS).write_text(json.dumps(doc_ids))
+
+            meta = {**key, "model_path": self.model, "documents": len(doc_ids)}
+            if save_entry(entry, meta, write):
+                logger.info("dense embeddings saved to %s", entry)
+        self._set(doc_ids, embeddings, timings)
         timings["index"] = time.perf_counter() - start
         self.timings = timings
         return self
@@ -211,12 +253,7 @@ class Dense:
             raise InputError("Dense.search called before index()")
         top_k = check_top_k(top_k)
         start = time.perf_counter()
-        qids = list(queries)
-        for qid in qids:
-            if not isinstance(queries[qid], str):
-                raise InputError(
-                    f"query {qid!r} must be a string, got {type(queries[qid]).__name__}"
-                )
+        qids = check_queries(queries)
         run: Run = {qid: {} for qid in qids}
         live = [q for q in qids if queries[q].strip()]
         t = time.perf_counter()
@@ -237,25 +274,73 @@ class Dense:
         return run
 
     def top_k(self, query_embeddings: np.ndarray, top_k: int) -> list[dict[str, float]]:
-        """Exact top-k by dot product for each row of ``query_embeddings`` (float32)."""
-        docs = self.embeddings
-        n = docs.shape[0]
-        k = min(top_k, n)
-        q = np.asarray(query_embeddings, dtype=np.float32)
-        rows = max(1, SCORE_BLOCK // max(n, 1))
-        ids, order = self._doc_ids, self._doc_order
-        out: list[dict[str, float]] = []
+        """Top-k by dot product for each row of ``query_embeddings`` (float32), best first."""
+        if self._faiss is not None:
+            k = min(top_k, len(self._doc_ids))
+            q = np.ascontiguousarray(query_embeddings, dtype=np.float32)
+            top, idx = self._faiss.search(q, k) if len(q) else (np.zeros((0, k)), np.zeros((0, k)))
+            idx, top = order_hits(idx.astype(np.int64), top.astype(np.float32), self._doc_order)
+        else:
+            idx, top = exact_top_k(query_embeddings, self.embeddings, top_k, self._doc_order)
+        ids = self._doc_ids
+        return [
+            {ids[i]: s for i, s in zip(i_row, s_row) if i >= 0}
+            for i_row, s_row in zip(idx.tolist(), top.tolist())
+        ]
+
+
+def order_hits(
+    idx: np.ndarray, scores: np.ndarray, doc_order: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Sort each row of hits by score descending, then by ``doc_order`` (index when omitted).
+
+    Entries with index -1 (padding from approximate FAISS indexes) go last.
+    """
+    valid = idx >= 0
+    safe = np.where(valid, idx, 0)
+    tie = safe if doc_order is None else doc_order[safe]
+    perm = np.lexsort((tie, np.where(valid, -scores, np.inf)), axis=-1)
+    return np.take_along_axis(idx, perm, axis=1), np.take_along_axis(scores, perm, axis=1)
+
+
+def exact_top_k(
+    queries: np.ndarray,
+    documents: np.ndarray,
+    top_k: int,
+    doc_order: np.ndarray | None = None,
+    block: int = SCORE_BLOCK,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-k inner product: ``(indices, scores)`` of shape (queries, min(top_k, documents)).
+
+    Scores are computed in float32 for blocks of queries of at most ``block`` elements and the
+    k + 1 best of each row taken with ``torch.topk`` (multi-threaded; numpy's single-threaded
+    ``argpartition`` is several times slower on large corpora). Rows are ordered by score
+    descending, ties by ``doc_order``; a row whose k-th and (k+1)-th scores are equal is redone
+    over all documents so that ``doc_order`` also decides which tied documents are kept.
+    """
+    import torch
+
+    docs = torch.from_numpy(np.ascontiguousarray(documents, dtype=np.float32))
+    q = np.ascontiguousarray(queries, dtype=np.float32)
+    n = docs.shape[0]
+    k = min(top_k, n)
+    kk = min(k + 1, n)
+    rows = max(1, block // max(n, 1))
+    out_idx = np.empty((q.shape[0], k), dtype=np.int64)
+    out_top = np.empty((q.shape[0], k), dtype=np.float32)
+    with torch.inference_mode():
         for begin in range(0, q.shape[0], rows):
-            scores = q[begin : begin + rows] @ docs.T
-            if k < n:
-                idx = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-            else:
-                idx = np.broadcast_to(np.arange(n), scores.shape)
-            top = np.take_along_axis(scores, idx, axis=1)
-            # sort by score descending, then by doc_id ascending
-            perm = np.lexsort((order[idx], -top), axis=-1)
-            idx = np.take_along_axis(idx, perm, axis=1)
-            top = np.take_along_axis(top, perm, axis=1)
-            for i_row, s_row in zip(idx.tolist(), top.tolist()):
-                out.append({ids[i]: s for i, s in zip(i_row, s_row)})
-        return out
+            scores = torch.from_numpy(q[begin : begin + rows]) @ docs.T
+            values, indices = torch.topk(scores, kk, dim=1, largest=True, sorted=True)
+            top = values[:, :k].numpy().copy()
+            idx = indices[:, :k].numpy().copy()
+            if kk > k:
+                for row in np.flatnonzero((values[:, k] == values[:, k - 1]).numpy()):
+                    full = scores[row].numpy()
+                    tie = np.arange(n) if doc_order is None else doc_order
+                    best = np.lexsort((tie, -full))[:k]
+                    idx[row], top[row] = best, full[best]
+            idx, top = order_hits(idx, top, doc_order)
+            out_idx[begin : begin + len(idx)] = idx
+            out_top[begin : begin + len(idx)] = top
+    return out_idx, out_top

@@ -15,7 +15,7 @@ import numpy as np
 
 from winnow.errors import ConfigError, ModelLoadError
 from winnow.rerankers._tokens import pad_batch
-from winnow.rerankers._torch import autocast, from_pretrained_kwargs, prepare_model
+from winnow.rerankers._torch import from_pretrained_kwargs, prepare_model
 from winnow.rerankers.cache import MODELS
 from winnow.rerankers.engine import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_TOKENS, run_batches
 
@@ -105,7 +105,7 @@ def last_position_logits(model, ids: np.ndarray, mask: np.ndarray, rows, bias, d
     input_ids = torch.from_numpy(ids).to(device)
     attention = torch.from_numpy(mask).to(device)
     positions = (attention.cumsum(-1) - 1).clamp(min=0)
-    with torch.inference_mode(), autocast(device, dtype):
+    with torch.inference_mode():
         out = model.base_model(
             input_ids=input_ids, attention_mask=attention, position_ids=positions, use_cache=False
         )
@@ -180,7 +180,7 @@ class HFGenerationBackend:
 
         def forward(idx: np.ndarray) -> np.ndarray:
             ids, mask = pad_batch([seqs[i] for i in idx], self.pad, left=True)
-            with torch.inference_mode(), autocast(self.device, self.dtype):
+            with torch.inference_mode():
                 out = self.model.generate(
                     input_ids=torch.from_numpy(ids).to(self.device),
                     attention_mask=torch.from_numpy(mask).to(self.device),

@@ -15,7 +15,7 @@ import logging
 import numpy as np
 
 from winnow.errors import ConfigError
-from winnow.rerankers._tokens import pad_batch
+from winnow.rerankers._tokens import encode_texts, pad_batch
 from winnow.rerankers.base import PairScores, Reranker, RerankerConfig
 from winnow.rerankers.engine import (
     DEFAULT_MAX_BATCH_SIZE,
@@ -36,10 +36,6 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_LENGTH = 4096
 BACKENDS = ("hf", "ollama")
-# Documents longer than this many characters per token of budget are cut before tokenising (the
-# tokens past the budget would be thrown away anyway); see _encode_texts.
-_CHARS_PER_TOKEN_BOUND = 10
-_MARGIN = 16
 
 
 def model_length_limit(model, tokenizer) -> int | None:
@@ -147,23 +143,7 @@ class LLMPointwiseReranker(Reranker):
 
     # -- tokenisation ------------------------------------------------------------------------
     def _encode_texts(self, texts: list[str], limit: int) -> list[list[int]]:
-        """Token ids of each text, at least the first ``limit`` of them exactly.
-
-        Only a prefix of a long text is tokenised (the rest could not be scored); a prefix that
-        yields fewer than ``limit`` tokens is redone on the whole text.
-        """
-        if not texts:
-            return []
-        cut = (limit + _MARGIN) * _CHARS_PER_TOKEN_BOUND
-        heads = [t if len(t) <= cut else t[:cut] for t in texts]
-        tok = self.text_tokenizer
-        ids = [e.ids for e in tok.encode_batch(heads, add_special_tokens=False)]
-        redo = [i for i, t in enumerate(texts) if len(t) > cut and len(ids[i]) < limit + _MARGIN]
-        if redo:
-            full = tok.encode_batch([texts[i] for i in redo], add_special_tokens=False)
-            for i, e in zip(redo, full):
-                ids[i] = e.ids
-        return ids
+        return encode_texts(self.text_tokenizer, texts, limit)
 
     def encode_pairs(
         self, pairs: list[tuple[str, str]]

@@ -1,0 +1,128 @@
+"""``winnow data``: list, fetch and check datasets from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from collections import Counter
+
+
+def _add_locations(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--data-dir",
+        default=None,
+        help="folder(s) holding datasets by name, joined by the path separator "
+        "(default: $WINNOW_DATA)",
+    )
+    p.add_argument(
+        "--cache-dir", default=None, help="download cache (default: ~/.cache/winnow/datasets)"
+    )
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "data",
+        help="list, download and validate BEIR-format datasets",
+        description="List, download and validate BEIR-format datasets.",
+    )
+    cmds = p.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+
+    ls = cmds.add_parser("list", help="datasets found locally and public ones known by name")
+    _add_locations(ls)
+    ls.add_argument("--json", action="store_true", help="print JSON")
+    ls.set_defaults(func=run_list)
+
+    fetch = cmds.add_parser("fetch", help="download a public BEIR dataset into the cache")
+    fetch.add_argument(
+        "name", help="public BEIR name (scifact, nfcorpus, ...) or any name with --url"
+    )
+    fetch.add_argument("--url", default=None, help="archive address (default: the BEIR address)")
+    fetch.add_argument("--sha256", default=None, help="expected sha256 of the archive")
+    fetch.add_argument("--timeout", type=float, default=60.0, help="network timeout in seconds")
+    fetch.add_argument(
+        "--cache-dir", default=None, help="download cache (default: ~/.cache/winnow/datasets)"
+    )
+    fetch.set_defaults(func=run_fetch)
+
+    check = cmds.add_parser("check", help="load a dataset, validating every line, and summarise it")
+    check.add_argument("dataset", help="folder, name in --data-dir, or cached/public name")
+    check.add_argument("--split", default="test", help="qrels split (default: test)")
+    check.add_argument(
+        "--download", action="store_true", help="download a public dataset if needed"
+    )
+    check.add_argument("--json", action="store_true", help="print JSON")
+    _add_locations(check)
+    check.set_defaults(func=run_check)
+
+
+def _data_dir(args: argparse.Namespace) -> str | None:
+    return args.data_dir if args.data_dir is not None else os.environ.get("WINNOW_DATA")
+
+
+def run_list(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from winnow.data.download import KNOWN_BEIR, MARKER, default_cache_dir
+
+    local: dict[str, str] = {}
+    for folder in filter(None, (_data_dir(args) or "").split(os.pathsep)):
+        for d in sorted(Path(folder).expanduser().glob("*/corpus.jsonl")):
+            local.setdefault(d.parent.name, str(d.parent))
+    cache = Path(args.cache_dir).expanduser() if args.cache_dir else default_cache_dir()
+    cached = {m.parent.name: str(m.parent) for m in sorted(cache.glob(f"*/{MARKER}"))}
+    public = {n: {"url": k.url, "md5": k.md5, "sha256": k.sha256} for n, k in KNOWN_BEIR.items()}
+    if args.json:
+        print(json.dumps({"local": local, "cached": cached, "public": public}, indent=2))
+        return 0
+    print("local:" if local else "local: none (set --data-dir or $WINNOW_DATA)")
+    for name, path in local.items():
+        print(f"  {name:<18} {path}")
+    print("cached:" if cached else f"cached: none in {cache}")
+    for name, path in cached.items():
+        print(f"  {name:<18} {path}")
+    print("public (winnow data fetch NAME):")
+    for name, k in public.items():
+        pinned = "sha256" if k["sha256"] else "md5"
+        print(f"  {name:<18} {pinned:<7} {k['url']}")
+    return 0
+
+
+def run_fetch(args: argparse.Namespace) -> int:
+    from winnow.data.download import fetch_beir
+
+    folder = fetch_beir(
+        args.name, args.cache_dir, url=args.url, sha256=args.sha256, timeout=args.timeout
+    )
+    print(folder)
+    return 0
+
+
+def run_check(args: argparse.Namespace) -> int:
+    from winnow.data.loading import load_dataset
+
+    ds = load_dataset(
+        args.dataset,
+        split=args.split,
+        data_dir=_data_dir(args),
+        cache_dir=args.cache_dir,
+        download=args.download,
+    )
+    grades = Counter(r for docs in ds.qrels.values() for r in docs.values())
+    summary = {
+        "name": ds.name,
+        "source": ds.source,
+        "split": args.split,
+        "documents": len(ds.corpus),
+        "queries": len(ds.queries),
+        "judged_queries": sum(1 for q in ds.queries if q in ds.qrels),
+        "judgments": sum(grades.values()),
+        "relevance": {str(k): grades[k] for k in sorted(grades)},
+        "empty_documents": sum(1 for d in ds.corpus.values() if not (d.title or d.text).strip()),
+    }
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        for key, value in summary.items():
+            print(f"{key:<16} {value}")
+    return 0

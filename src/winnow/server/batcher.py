@@ -1,0 +1,279 @@
+"""Dynamic batching: pairs from concurrent requests share model calls, on one worker thread per model.
+
+Requests put a job (their (query, document) pairs) on a bounded queue and await an asyncio future.
+The model's worker thread takes pairs from the front of the queue, across jobs, until it has
+``max_batch_pairs`` of them or the oldest waiting job has waited ``max_wait`` seconds, and scores them
+with one ``reranker.score_pairs_detailed`` call (the engine length-sorts them and cuts token-budget
+batches). A job larger than one call is split across calls (except for listwise rerankers, whose
+jobs go whole); its future is resolved, through
+``loop.call_soon_threadsafe``, when its last pair is scored. Inference never runs on the event loop.
+
+The same thread first loads and warms the model, so a server answers ``/health`` at once and
+``/ready`` tells when each model is usable. Hand-written rather than taken from a library because the
+batching has to follow the reranker contract (one ``score_pairs_detailed`` per call, token budgets in
+the engine); infinity's and TEI's batchers live inside their own servers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from winnow.errors import WinnowError
+from winnow.rerankers.base import PairScores, Reranker
+
+if TYPE_CHECKING:
+    from winnow.server.metrics import Metrics
+
+logger = logging.getLogger(__name__)
+
+LOADING, READY, FAILED, STOPPED = "loading", "ready", "failed", "stopped"
+
+
+class QueueFull(WinnowError):
+    """The model's queue holds ``max_queue`` requests already; the client should retry later."""
+
+    def __init__(self, model: str, max_queue: int, retry_after: int = 1):
+        self.model = model
+        self.max_queue = max_queue
+        self.retry_after = retry_after
+        super().__init__(
+            f"model {model!r} is overloaded: {max_queue} requests are already waiting; "
+            f"retry after {retry_after}s"
+        )
+
+
+class NotAccepting(WinnowError):
+    """The model is not loaded yet, failed to load, or the server is shutting down."""
+
+    def __init__(self, model: str, state: str, reason: str = ""):
+        self.model = model
+        self.state = state
+        why = {
+            LOADING: "is still loading",
+            FAILED: "failed to load",
+            STOPPED: "is shutting down",
+        }.get(state, state)
+        super().__init__(f"model {model!r} {why}" + (f": {reason}" if reason else ""))
+
+
+@dataclass(eq=False)
+class _Job:
+    pairs: list[tuple[str, str]]
+    future: asyncio.Future
+    loop: asyncio.AbstractEventLoop
+    enqueued: float
+    scores: np.ndarray = field(init=False)
+    truncated: np.ndarray = field(init=False)
+    num_tokens: np.ndarray = field(init=False)
+    taken: int = 0  # pairs handed to the model so far
+    done: int = 0  # pairs scored so far
+    abandoned: bool = False  # the caller went away or an earlier part failed
+
+    def __post_init__(self) -> None:
+        n = len(self.pairs)
+        self.scores = np.empty(n, dtype=np.float32)
+        self.truncated = np.zeros(n, dtype=bool)
+        self.num_tokens = np.zeros(n, dtype=np.int32)
+
+    def resolve(self, value: PairScores | None = None, error: BaseException | None = None) -> None:
+        def settle() -> None:
+            if not self.future.done():
+                if error is not None:
+                    self.future.set_exception(error)
+                else:
+                    self.future.set_result(value)
+
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting any more
+            self.loop.call_soon_threadsafe(settle)
+
+
+class Batcher:
+    """Queue and worker thread for one model.
+
+    Args:
+        name: the name clients use for the model (for errors and metrics).
+        factory: builds the reranker (``winnow.load_reranker``); called on the worker thread.
+        max_batch_pairs: most pairs per ``score_pairs_detailed`` call.
+        max_wait: seconds the oldest queued job may wait for company before its batch runs.
+        max_queue: most jobs waiting (not yet fully handed to the model); more get :class:`QueueFull`.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        factory: Callable[[], Reranker],
+        *,
+        max_batch_pairs: int = 512,
+        max_wait: float = 0.003,
+        max_queue: int = 256,
+        metrics: Metrics | None = None,
+    ):
+        self.name = name
+        self.factory = factory
+        self.max_batch_pairs = max_batch_pairs
+        self.max_wait = max_wait
+        self.max_queue = max_queue
+        self.metrics = metrics
+        self.reranker: Reranker | None = None
+        self.state = LOADING
+        self.error = ""
+        self.warmup_seconds: float | None = None
+        self._queue: deque[_Job] = deque()
+        self._pending_pairs = 0
+        self._closing = False
+        self._cond = threading.Condition()
+        self._thread = threading.Thread(
+            target=self._main, name=f"winnow-batcher-{name}", daemon=True
+        )
+
+    # -- life cycle ----------------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread.start()
+
+    def close(self, timeout: float | None = None) -> bool:
+        """Stop accepting jobs, finish the queued ones, stop the worker. True if it stopped in time."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+        stopped = not self._thread.is_alive()
+        if stopped and self.state == READY:
+            self.state = STOPPED
+        return stopped
+
+    @property
+    def depth(self) -> int:
+        """Jobs waiting for the model (not yet fully handed to it)."""
+        return len(self._queue)
+
+    # -- the asyncio side ----------------------------------------------------------------------
+    async def submit(self, pairs: list[tuple[str, str]]) -> PairScores:
+        """Score ``pairs`` (already validated); raises QueueFull or NotAccepting."""
+        if self.state != READY or self._closing:
+            state = STOPPED if self._closing else self.state
+            raise NotAccepting(self.name, state, self.error if state == FAILED else "")
+        if not pairs:
+            return PairScores.empty()
+        loop = asyncio.get_running_loop()
+        job = _Job(pairs, loop.create_future(), loop, time.monotonic())
+        with self._cond:
+            if self._closing:
+                raise NotAccepting(self.name, STOPPED)
+            if len(self._queue) >= self.max_queue:
+                raise QueueFull(self.name, self.max_queue)
+            self._queue.append(job)
+            self._pending_pairs += len(pairs)
+            self._report_depth()
+            self._cond.notify()
+        try:
+            return await job.future
+        except asyncio.CancelledError:
+            job.abandoned = True  # the worker skips what it has not started yet
+            raise
+
+    # -- the worker thread ---------------------------------------------------------------------
+    def _main(self) -> None:
+        try:
+            self.reranker = self.factory()
+            self.warmup_seconds = self.reranker.warmup()
+        except Exception as exc:
+            self.error = f"{type(exc).__name__}: {exc}"
+            self.state = FAILED
+            logger.error("model %r failed to load: %s", self.name, self.error)
+            return
+        self.state = READY
+        logger.info("model %r ready (warm-up %.2fs)", self.name, self.warmup_seconds)
+        while True:
+            batch = self._next_batch()
+            if batch is None:
+                return
+            if batch:
+                self._run(batch)
+
+    def _next_batch(self) -> list[tuple[_Job, int, int]] | None:
+        """Wait for work and take up to ``max_batch_pairs`` pairs; None once closed and drained."""
+        with self._cond:
+            while not self._queue and not self._closing:
+                self._cond.wait()
+            if not self._queue:
+                return None
+            deadline = self._queue[0].enqueued + self.max_wait
+            while self._pending_pairs < self.max_batch_pairs and not self._closing:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._cond.wait(remaining)
+            batch: list[tuple[_Job, int, int]] = []
+            room = self.max_batch_pairs
+            # Listwise rerankers rank a query's documents as one list: their jobs are never split,
+            # and two jobs with the same query never share a call (the lists would merge).
+            whole = self.reranker.score_type == "rank"
+            batch_queries: set[str] = set()
+            while self._queue and room > 0:
+                job = self._queue[0]
+                if job.abandoned:
+                    self._drop_front(job)
+                    continue
+                if whole:
+                    queries = {q for q, _ in job.pairs}
+                    if batch and (len(job.pairs) > room or queries & batch_queries):
+                        break
+                    batch_queries |= queries
+                    room = max(room, len(job.pairs))
+                take = min(room, len(job.pairs) - job.taken)
+                batch.append((job, job.taken, job.taken + take))
+                job.taken += take
+                room -= take
+                self._pending_pairs -= take
+                if job.taken == len(job.pairs):
+                    self._queue.popleft()
+            self._report_depth()
+            return batch
+
+    def _drop_front(self, job: _Job) -> None:
+        self._queue.popleft()
+        self._pending_pairs -= len(job.pairs) - job.taken
+        job.taken = len(job.pairs)
+
+    def _run(self, batch: list[tuple[_Job, int, int]]) -> None:
+        pairs = [p for job, a, b in batch for p in job.pairs[a:b]]
+        started = time.perf_counter()
+        try:
+            scored = self.reranker.score_pairs_detailed(pairs)
+        except Exception as exc:
+            logger.exception("model %r failed on a batch of %d pairs", self.name, len(pairs))
+            with self._cond:
+                for job, _, _ in batch:
+                    if not job.abandoned:
+                        job.abandoned = True
+                        job.resolve(error=exc)
+            return
+        if self.metrics is not None:
+            self.metrics.observe_batch(
+                self.name, len(pairs), int(scored.truncated.sum()), time.perf_counter() - started
+            )
+        offset = 0
+        for job, a, b in batch:
+            n = b - a
+            job.scores[a:b] = scored.scores[offset : offset + n]
+            job.truncated[a:b] = scored.truncated[offset : offset + n]
+            job.num_tokens[a:b] = scored.num_tokens[offset : offset + n]
+            offset += n
+            job.done += n
+            if job.done == len(job.pairs) and not job.abandoned:
+                job.resolve(PairScores(job.scores, job.truncated, job.num_tokens))
+
+    def _report_depth(self) -> None:
+        if self.metrics is not None:
+            self.metrics.queue_depth.labels(model=self.name).set(len(self._queue))

@@ -1,0 +1,108 @@
+"""``winnow serve``: run the reranking server (settings from flags, then ``WINNOW_*`` variables)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import os
+
+logger = logging.getLogger(__name__)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="serve rerankers over HTTP (Cohere/Jina /v1/rerank and TEI /rerank APIs)",
+        description=(
+            "Serve rerankers over HTTP. Every flag can also be set with a WINNOW_* environment "
+            "variable (WINNOW_MODELS comma-separated, WINNOW_HOST, WINNOW_PORT, WINNOW_API_KEY, "
+            "WINNOW_MAX_DOCUMENTS, ...); flags win. Needs pip install 'winnow[server]'."
+        ),
+    )
+    p.add_argument(
+        "--model",
+        action="append",
+        dest="models",
+        metavar="[ALIAS=][KIND:]MODEL",
+        help="model to serve (repeatable; the first is the default). ALIAS is the name clients "
+        "use; KIND is cross-encoder, bi-encoder, ... (inferred when omitted)",
+    )
+    p.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port (default 8080)")
+    p.add_argument("--api-key", help="require 'Authorization: Bearer KEY' (not on /health)")
+    p.add_argument("--device", help="cpu, cuda, mps (best available if omitted)")
+    p.add_argument("--dtype", help="float32, bfloat16, float16, int8 (auto if omitted)")
+    p.add_argument("--max-length", type=int, help="longest input in tokens (model's own limit)")
+    p.add_argument("--max-documents", type=int, help="documents per request (default 1000)")
+    p.add_argument("--max-document-chars", type=int, help="characters per document (100000)")
+    p.add_argument("--max-query-chars", type=int, help="characters per query (10000)")
+    p.add_argument("--max-body-bytes", type=int, help="request body size (16 MiB)")
+    p.add_argument("--max-chunks-per-doc", type=int, help="most windows a request may ask for (64)")
+    p.add_argument("--max-batch-pairs", type=int, help="pairs per model call (512)")
+    p.add_argument("--max-wait-ms", type=float, help="batching wait in milliseconds (3)")
+    p.add_argument("--max-queue", type=int, help="requests waiting per model before 429 (256)")
+    p.add_argument(
+        "--graceful-timeout", type=float, help="seconds to finish in-flight requests (30)"
+    )
+    p.add_argument(
+        "--cors-origin",
+        action="append",
+        dest="cors_origins",
+        help="allow browser requests from this origin (repeatable; CORS is off by default)",
+    )
+    p.add_argument("--log-level", help="uvicorn log level (info)")
+    p.set_defaults(func=run)
+
+
+def build_config(args: argparse.Namespace, environ: dict[str, str]):
+    """ServerConfig from ``WINNOW_*`` variables, overridden by the flags that were given."""
+    from winnow.errors import ConfigError
+    from winnow.server.config import ServerConfig
+
+    names = (
+        "models",
+        "host",
+        "port",
+        "api_key",
+        "device",
+        "dtype",
+        "max_length",
+        "max_documents",
+        "max_document_chars",
+        "max_query_chars",
+        "max_body_bytes",
+        "max_chunks_per_doc",
+        "max_batch_pairs",
+        "max_wait_ms",
+        "max_queue",
+        "graceful_timeout",
+        "cors_origins",
+        "log_level",
+    )
+    config = ServerConfig.from_env(environ, **{n: getattr(args, n, None) for n in names})
+    if not config.models:
+        raise ConfigError("no model to serve: give --model MODEL or set WINNOW_MODELS")
+    return config
+
+
+def run(args: argparse.Namespace) -> int:
+    from winnow.server import require_server_extra
+
+    require_server_extra()
+    import uvicorn
+
+    from winnow.server.app import create_app
+
+    config = build_config(args, dict(os.environ))
+    if config.host not in ("127.0.0.1", "localhost", "::1") and not config.api_key:
+        logger.warning("serving on %s without an API key (--api-key)", config.host)
+    app = create_app(config)
+    uvicorn.run(
+        app,
+        host=config.host,
+        port=config.port,
+        log_level=config.log_level,
+        timeout_graceful_shutdown=math.ceil(config.graceful_timeout),
+    )
+    return 0

@@ -1,0 +1,221 @@
+"""Request and response bodies of the HTTP API (pydantic lives here, at the boundary, only).
+
+Two shapes: Cohere/Jina (``POST /v1/rerank``) and Hugging Face TEI (``POST /rerank``). Unknown fields
+are ignored so that clients written for those services work unchanged. Limits that the operator
+configures (documents per request, characters) are checked by the app, not here, because they are
+not known when the schema is built.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+def _valid_text(value: str, what: str) -> str:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(
+            f"{what} contains invalid Unicode (a lone surrogate) at character {exc.start}"
+        ) from None
+    return value
+
+
+#: What counts as blank: ASCII whitespace, the same in Python, Rust and ECMA regular expressions.
+_BLANK = " \t\n\r\f\v"
+#: The published form of the same rule (a query must contain a non-blank character).
+QUERY_PATTERN = "[^ \\t\\n\\r\\f\\v]"
+
+
+def _non_empty_query(value: str) -> str:
+    if not value.strip(_BLANK):
+        raise ValueError("query is empty (only whitespace)")
+    return _valid_text(value, "query")
+
+
+class DocumentObject(BaseModel):
+    """A document given as an object (Cohere/Jina); only ``text`` is used."""
+
+    model_config = ConfigDict(extra="ignore")
+    text: str
+
+    @field_validator("text")
+    @classmethod
+    def _check_text(cls, v: str) -> str:
+        return _valid_text(v, "document text")
+
+
+class RerankRequest(BaseModel):
+    """``POST /v1/rerank`` (Cohere v1/v2 and Jina reranker APIs)."""
+
+    model_config = ConfigDict(extra="ignore")
+    model: str | None = Field(None, description="model name; the server's first model if omitted")
+    query: str = Field(
+        ...,
+        min_length=1,
+        description="the search query (not blank)",
+        json_schema_extra={"pattern": QUERY_PATTERN},
+    )
+    documents: list[str | DocumentObject] = Field(
+        ..., min_length=1, description='texts to rerank, as strings or {"text": ...} objects'
+    )
+    top_n: int | None = Field(None, ge=1, description="return only the best N results")
+    return_documents: bool = Field(True, description="include each document's text")
+    normalize: Literal["none", "sigmoid"] = Field(
+        "none", description="'sigmoid' maps raw model scores to (0, 1)"
+    )
+    max_chunks_per_doc: int | None = Field(
+        None,
+        ge=1,
+        description="split long documents into up to N token windows; a document scores as its "
+        "best window",
+    )
+    return_token_info: bool = Field(
+        False, description="add `truncated` and `num_tokens` to each result"
+    )
+
+    @field_validator("query")
+    @classmethod
+    def _check_query(cls, v: str) -> str:
+        return _non_empty_query(v)
+
+    @field_validator("documents")
+    @classmethod
+    def _check_documents(cls, v: list[str | DocumentObject]) -> list[str | DocumentObject]:
+        for i, doc in enumerate(v):
+            if isinstance(doc, str):
+                _valid_text(doc, f"documents[{i}]")
+        return v
+
+    def texts(self) -> list[str]:
+        return [d if isinstance(d, str) else d.text for d in self.documents]
+
+
+class ResultDocument(BaseModel):
+    text: str
+
+
+class RerankResult(BaseModel):
+    index: int = Field(..., description="position of the document in the request")
+    relevance_score: float
+    document: ResultDocument | None = None
+    truncated: bool | None = Field(
+        None, description="part of the document was not scored (return_token_info)"
+    )
+    num_tokens: int | None = Field(
+        None, description="tokens the model scored for the document (return_token_info)"
+    )
+
+
+class Usage(BaseModel):
+    search_units: int
+    total_tokens: int
+
+
+class ApiVersion(BaseModel):
+    version: str = "2"
+
+
+class BilledUnits(BaseModel):
+    search_units: int
+
+
+class Meta(BaseModel):
+    api_version: ApiVersion
+    billed_units: BilledUnits
+
+
+class RerankResponse(BaseModel):
+    id: str
+    model: str
+    results: list[RerankResult]
+    usage: Usage
+    meta: Meta
+
+
+class TEIRerankRequest(BaseModel):
+    """``POST /rerank`` (Hugging Face text-embeddings-inference)."""
+
+    model_config = ConfigDict(extra="ignore")
+    query: str = Field(..., min_length=1, json_schema_extra={"pattern": QUERY_PATTERN})
+    texts: list[str] = Field(..., min_length=1)
+    raw_scores: bool = Field(False, description="raw model scores instead of sigmoid ones")
+    return_text: bool = False
+    truncate: bool = Field(
+        False, description="truncate over-long inputs instead of answering 413 (TEI default: false)"
+    )
+    truncation_direction: Literal["right", "Right"] = Field(
+        "right", description="only right truncation is supported (documents are cut at the end)"
+    )
+    model: str | None = Field(None, description="winnow extension: which served model")
+    max_chunks_per_doc: int | None = Field(None, ge=1, description="winnow extension")
+    return_token_info: bool = Field(False, description="winnow extension")
+
+    @field_validator("query")
+    @classmethod
+    def _check_query(cls, v: str) -> str:
+        return _non_empty_query(v)
+
+    @field_validator("texts")
+    @classmethod
+    def _check_texts(cls, v: list[str]) -> list[str]:
+        for i, text in enumerate(v):
+            _valid_text(text, f"texts[{i}]")
+        return v
+
+
+class TEIRank(BaseModel):
+    index: int
+    score: float
+    text: str | None = None
+    truncated: bool | None = None
+    num_tokens: int | None = None
+
+
+class ErrorResponse(BaseModel):
+    """Every error: a message, its type and, for limits, the field and the limit."""
+
+    error: str
+    error_type: str
+    field: str | None = None
+    limit: int | None = None
+
+
+class ModelInfo(BaseModel):
+    id: str
+    object: str = "model"
+    owned_by: str = "winnow"
+    model: str
+    kind: str | None
+    status: str
+    default: bool
+
+
+class ModelList(BaseModel):
+    object: str = "list"
+    data: list[ModelInfo]
+
+
+class ModelReadiness(BaseModel):
+    status: str
+    model: str
+    kind: str | None = None
+    loaded: bool = False
+    warmed: bool = False
+    device: str | None = None
+    dtype: str | None = None
+    max_length: int | None = None
+    warmup_seconds: float | None = None
+    error: str | None = None
+
+
+class Readiness(BaseModel):
+    ready: bool
+    default_model: str | None
+    models: dict[str, ModelReadiness]
+
+
+class Health(BaseModel):
+    status: str = "ok"

@@ -1,0 +1,203 @@
+"""Server settings (flags, WINNOW_* variables, model specs), the API key, CORS, the missing extra and
+``winnow serve`` as a real process stopped with SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+pytest.importorskip("fastapi")
+
+from winnow.cli import build_parser
+from winnow.errors import ConfigError, MissingExtraError
+from winnow.server.commands import build_config
+from winnow.server.config import ModelSpec, ServerConfig
+from winnow.server.guards import bearer_matches
+from winnow.server.testing import running_server
+
+
+@pytest.mark.parametrize(
+    ("spec", "alias", "kind", "model"),
+    [
+        ("org/model", "org/model", None, "org/model"),
+        ("cross-encoder:org/model", "cross-encoder:org/model", "cross-encoder", "org/model"),
+        ("fast=cross-encoder:org/model", "fast", "cross-encoder", "org/model"),
+        ("fast=/models/x", "fast", None, "/models/x"),
+        ("/models/a=b", "/models/a=b", None, "/models/a=b"),  # not an alias: has a slash
+        ("rerank:org/m", "rerank:org/m", None, "org/m"),
+    ],
+)
+def test_model_spec_parsing(spec, alias, kind, model):
+    assert ModelSpec.parse(spec) == ModelSpec(alias=alias, model=model, kind=kind)
+
+
+def test_settings_from_environment_then_flags():
+    env = {
+        "WINNOW_MODELS": "a=cross-encoder:/m/a, b=/m/b",
+        "WINNOW_PORT": "9001",
+        "WINNOW_HOST": "0.0.0.0",
+        "WINNOW_API_KEY": "secret",
+        "WINNOW_MAX_DOCUMENTS": "7",
+        "WINNOW_MAX_WAIT_MS": "1.5",
+        "WINNOW_CORS_ORIGINS": "https://a.example,https://b.example",
+    }
+    config = ServerConfig.from_env(env)
+    assert [m.alias for m in config.models] == ["a", "b"]
+    assert config.models[0].kind == "cross-encoder" and config.default_model == "a"
+    assert (config.port, config.host, config.api_key) == (9001, "0.0.0.0", "secret")
+    assert config.max_documents == 7 and config.max_wait_ms == 1.5
+    assert config.cors_origins == ("https://a.example", "https://b.example")
+
+    args = build_parser().parse_args(
+        ["serve", "--model", "c=/m/c", "--port", "9002", "--max-queue", "3"]
+    )
+    config = build_config(args, env)
+    assert [m.alias for m in config.models] == ["c"]
+    assert (config.port, config.max_queue, config.max_documents) == (9002, 3, 7)
+    assert config.host == "0.0.0.0"
+
+
+def test_defaults_bind_to_localhost():
+    config = build_config(build_parser().parse_args(["serve", "--model", "m"]), {})
+    assert config.host == "127.0.0.1" and config.port == 8080 and config.api_key is None
+    assert config.cors_origins == ()
+
+
+@pytest.mark.parametrize(
+    ("env", "needle"),
+    [
+        ({"WINNOW_PORT": "eighty"}, "WINNOW_PORT"),
+        ({"WINNOW_MAX_QUEUE": "0"}, "max_queue"),
+        ({"WINNOW_MODELS": "a=/x,a=/y"}, "repeated: a"),
+        ({"WINNOW_PORT": "70000"}, "port"),
+    ],
+)
+def test_bad_settings_name_the_setting(env, needle):
+    with pytest.raises(ConfigError, match=needle):
+        ServerConfig.from_env(env)
+
+
+def test_serve_without_a_model_is_an_error():
+    with pytest.raises(ConfigError, match="--model"):
+        build_config(build_parser().parse_args(["serve"]), {})
+
+
+def test_missing_server_extra_names_the_pip_command(monkeypatch):
+    import winnow.server
+
+    monkeypatch.setitem(sys.modules, "fastapi", None)
+    with pytest.raises(MissingExtraError, match=r"winnow\[server\]"):
+        winnow.server.require_server_extra()
+    with pytest.raises(MissingExtraError, match=r"winnow\[server\]"):
+        winnow.server.create_app  # noqa: B018
+
+
+def test_bearer_matching():
+    assert bearer_matches("Bearer k3y", "k3y")
+    assert bearer_matches("bearer k3y", "k3y")
+    assert not bearer_matches("Bearer k3", "k3y")
+    assert not bearer_matches("Basic k3y", "k3y")
+    assert not bearer_matches(None, "k3y")
+    assert not bearer_matches("Bearer ключ", "k3y")
+
+
+def test_api_key_guards_everything_but_health(tiny_bert):
+    config = ServerConfig(models=(ModelSpec.parse(tiny_bert),), api_key="s3cret")
+    good = {"Authorization": "Bearer s3cret"}
+    with running_server(config) as srv:
+        assert httpx.get(srv.url + "/health").status_code == 200
+        payload = {"query": "q", "documents": ["d"]}
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cret"}):
+            r = httpx.post(srv.url + "/v1/rerank", json=payload, headers=headers)
+            assert r.status_code == 401
+            assert r.headers["WWW-Authenticate"] == "Bearer"
+            assert r.json()["error_type"] == "unauthorized"
+        for path in ("/ready", "/metrics", "/v1/models", "/openapi.json", "/docs"):
+            assert httpx.get(srv.url + path).status_code == 401
+            assert httpx.get(srv.url + path, headers=good).status_code == 200
+        r = httpx.post(srv.url + "/v1/rerank", json=payload, headers=good)
+        assert r.status_code == 200
+        r = httpx.post(srv.url + "/rerank", json={"query": "q", "texts": ["d"]}, headers=good)
+        assert r.status_code == 200
+
+
+def test_cors_is_off_unless_configured(tiny_bert):
+    preflight = {
+        "Origin": "https://app.example",
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "content-type",
+    }
+    config = ServerConfig(models=(ModelSpec.parse(tiny_bert),))
+    with running_server(config) as srv:
+        r = httpx.options(srv.url + "/v1/rerank", headers=preflight)
+        assert "access-control-allow-origin" not in r.headers
+    config = ServerConfig(
+        models=(ModelSpec.parse(tiny_bert),), cors_origins=("https://app.example",)
+    )
+    with running_server(config) as srv:
+        r = httpx.options(srv.url + "/v1/rerank", headers=preflight)
+        assert r.status_code == 200
+        assert r.headers["access-control-allow-origin"] == "https://app.example"
+        r = httpx.options(
+            srv.url + "/v1/rerank", headers={**preflight, "Origin": "https://x.example"}
+        )
+        assert r.headers.get("access-control-allow-origin") != "https://x.example"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_winnow_serve_process_stops_cleanly_on_sigterm(tiny_bert):
+    """The real command: starts from WINNOW_* variables, serves, shuts down cleanly on SIGTERM.
+
+    uvicorn re-raises the signal once its shutdown is complete, so the exit status is -SIGTERM."""
+    port = _free_port()
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env = {
+        **os.environ,
+        "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", ""),
+        "WINNOW_MODELS": f"tiny={tiny_bert}",
+        "WINNOW_PORT": str(port),
+        "WINNOW_MAX_WAIT_MS": "2",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "winnow.cli", "serve", "--log-level", "info"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(url + "/ready").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None, proc.stdout.read().decode()
+            assert time.monotonic() < deadline, "server did not become ready"
+            time.sleep(0.2)
+        r = httpx.post(url + "/v1/rerank", json={"query": "wing", "documents": ["a", "b"]})
+        assert r.status_code == 200 and r.json()["model"] == "tiny"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) in (0, -signal.SIGTERM)
+        log = proc.stdout.read().decode()
+        assert "Application shutdown complete" in log
+        assert "Traceback" not in log
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
