@@ -98,3 +98,18 @@ def test_experiment_checks_its_arguments(dataset):
     ctx = Context(dataset)
     experiment({"a": Fixed(1, "a")}, dataset, context=ctx)
     assert [t.stage for t in ctx.timings] == ["a"]
+
+
+def test_plain_tables_without_rich(dataset, monkeypatch):
+    import sys
+
+    result = experiment(
+        {"base": Fixed(5, "base"), "better": Fixed(1, "better")}, dataset, metrics=["MRR@10"]
+    )
+    monkeypatch.setitem(sys.modules, "rich.console", None)  # import fails: plain text fallback
+    out = io.StringIO()
+    print_tables(result, file=out)
+    lines = out.getvalue().splitlines()
+    assert lines[0].split() == ["system", "MRR@10"]
+    assert lines[1].split() == ["base", "(baseline)", "0.2000"]
+    assert lines[2].split() == ["better", "1.0000▲"]

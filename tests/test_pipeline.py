@@ -194,6 +194,11 @@ def test_chunked_rerank_aggregates_windows(dataset, tiny_bert):
     best = max(by_index, key=lambda i: (by_index[i], -i))
     best_id = ["d9", "d1"][best]
     assert max(out2["q1"], key=out2["q1"].get) == best_id
+    best_doc = corpus[best_id]
+    rescored = rank_chunked(reranker, [QUERIES["q1"]], [[best_doc.text]], titles=[[best_doc.title]])
+    assert out2["q1"][best_id] == pytest.approx(rescored[0][0].score)  # default windows, max
+    others = [d for d in out2["q1"] if d != best_id]
+    assert all(out2["q1"][d] < out2["q1"][best_id] for d in others)
 
 
 def test_spec_language_parses_names_operators_and_models(tiny_bert, tiny_bi_encoder):
