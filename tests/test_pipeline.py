@@ -244,3 +244,37 @@ def test_split_systems_respects_parentheses():
     ]
     with pytest.raises(ConfigError, match="empty entry"):
         split_systems("bm25,,dense")
+
+
+def test_first_stage_results_are_cached_by_content(dataset, tmp_path):
+    from winnow.pipeline import BM25
+
+    first_ctx = Context(dataset, cache_dir=tmp_path)
+    first = BM25(top_k=3).transform(QUERIES, None, first_ctx)
+    assert [(t.phase, t.cached) for t in first_ctx.timings] == [
+        ("index", False),
+        ("retrieve", False),
+    ]
+    assert "grain" in CORPUS[next(iter(first["q1"]))].text
+    # same context: the search is shared, a copy is returned
+    again = BM25(top_k=3).transform(QUERIES, None, first_ctx)
+    assert again == first and again["q1"] is not first["q1"]
+    assert first_ctx.timings[-1].cached
+    # a new process (new context) reads the result back without building the index
+    ctx = Context(dataset, cache_dir=tmp_path)
+    assert BM25(top_k=3).transform(QUERIES, None, ctx) == first
+    assert [(t.phase, t.cached) for t in ctx.timings] == [("retrieve", True)]
+    # other settings, other queries or another corpus are other keys
+    for stage, queries, data in [
+        (BM25(top_k=2), QUERIES, dataset),
+        (BM25(top_k=3, k1=1.2), QUERIES, dataset),
+        (BM25(top_k=3), {"q1": "bread flour"}, dataset),
+        (
+            BM25(top_k=3),
+            QUERIES,
+            Dataset("tiny", {**CORPUS, "d6": Document("d6", "grain")}, QUERIES),
+        ),
+    ]:
+        ctx = Context(data, cache_dir=tmp_path)
+        stage.transform(queries, None, ctx)
+        assert not ctx.timings[-1].cached
