@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from winnow.errors import ConfigError, DatasetError
-from winnow.pipeline.base import Context, Stage, StageTiming, top_docs
+from winnow.pipeline.base import Context, Stage, top_docs
 from winnow.rerankers.base import Reranker
 from winnow.types import Document, Run
 
@@ -92,10 +92,12 @@ class RescoreStage(Stage):
 
     def settings(self) -> list[Any]:
         """Stage settings that change the scores (part of the cache key)."""
-        return [type(self).__name__, reranker_identity(self.reranker)]
+        from winnow import __version__
+
+        return [type(self).__name__, __version__, reranker_identity(self.reranker)]
 
     def score(
-        self, texts: list[str], docs: list[list[Document]], ctx: Context, record: StageTiming
+        self, texts: list[str], docs: list[list[Document]], ctx: Context
     ) -> list[list[float]]:
         """Scores of each query's documents, in the given order."""
         raise NotImplementedError
@@ -126,7 +128,7 @@ class RescoreStage(Stage):
             if scores is None:
                 texts = [queries[qid] for qid in qids]
                 docs = [[corpus[d] for d in heads[qid]] for qid in qids]
-                lists = self.score(texts, docs, ctx, record)
+                lists = self.score(texts, docs, ctx)
                 scores = {qid: dict(zip(heads[qid], map(float, s))) for qid, s in zip(qids, lists)}
                 if cache_path is not None:
                     _write_json_atomic(cache_path, scores)
@@ -186,7 +188,9 @@ class Rerank(RescoreStage):
     def settings(self) -> list[Any]:
         return [*super().settings(), "full_text"]
 
-    def score(self, texts, docs, ctx, record) -> list[list[float]]:
+    def score(
+        self, texts: list[str], docs: list[list[Document]], ctx: Context
+    ) -> list[list[float]]:
         out: list[list[float]] = []
         for start in self._groups(len(texts), ctx, self.label):
             stop = start + (self.batch_queries or len(texts))
@@ -253,7 +257,9 @@ class ChunkedRerank(RescoreStage):
             [second, self.chunk_depth],
         ]
 
-    def score(self, texts, docs, ctx, record) -> list[list[float]]:
+    def score(
+        self, texts: list[str], docs: list[list[Document]], ctx: Context
+    ) -> list[list[float]]:
         from winnow.rerankers.chunking import rank_chunked
 
         out: list[list[float]] = []
