@@ -214,7 +214,7 @@ def test_rerank_command_round_trips_a_trec_run(beir_folder, tmp_path, tiny_bert,
             [(dataset.queries[qid], dataset.corpus[d].full_text) for d in head]
         )
         assert [reranked[qid][d] for d in head] == pytest.approx(
-            expected.tolist(), rel=1e-5, abs=1e-6
+            expected.tolist(), rel=1e-4, abs=1e-5
         )
         tail = sorted(top[5:], key=lambda d: -reranked[qid][d])
         assert tail == top[5:]  # below depth: incoming order kept underneath

@@ -128,7 +128,7 @@ def test_rerank_scores_the_top_depth_and_keeps_the_tail(dataset, tiny_bert):
     out = Rerank(reranker, depth=3, batch_queries=1).transform(QUERIES, RUN_A, ctx)
     head = ["d1", "d3", "d5"]
     expected = reranker.score_pairs([(QUERIES["q1"], CORPUS[d].full_text) for d in head])
-    np.testing.assert_allclose([out["q1"][d] for d in head], expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose([out["q1"][d] for d in head], expected, rtol=1e-4, atol=1e-5)
     assert out["q1"]["d2"] < min(expected)  # below depth: kept, under the reranked ones
     assert set(out["q2"]) == {"d4", "d2"}
     record = ctx.timings[-1]
