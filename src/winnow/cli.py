@@ -12,6 +12,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "winnow.rerankers.commands",
     "winnow.data.commands",
     "winnow.server.commands",
+    "winnow.evaluation.commands",
 )
 
 
@@ -39,7 +40,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     level = logging.WARNING - 10 * min(args.verbose, 2)
+    configure = not logging.getLogger().handlers
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if configure:  # filter at the handler too: bm25s sets its own logger to DEBUG
+        for handler in logging.getLogger().handlers:
+            handler.setLevel(level)
     from winnow.errors import WinnowError
 
     try:

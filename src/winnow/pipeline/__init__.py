@@ -1,0 +1,47 @@
+"""Retrieval pipelines over plain runs, composed with operators like PyTerrier's.
+
+``(BM25() % 100 | Dense() % 100) >> RRF() >> Rerank(reranker) % 10`` or, equivalently,
+``Pipeline([Parallel([BM25() % 100, Dense() % 100]), RRF(), Rerank(reranker), Cutoff(10)])``.
+Run one with ``stage.transform(queries, None, Context(dataset))`` or through
+:func:`winnow.evaluation.experiment`. System specs (``"bm25%100>>rerank:MODEL"``) are parsed by
+:func:`parse_system`.
+"""
+
+from winnow.pipeline.base import (
+    Context,
+    Cutoff,
+    FusionStage,
+    Parallel,
+    Pipeline,
+    Stage,
+    StageTiming,
+    run_stage,
+    top_docs,
+)
+from winnow.pipeline.fusion import RRF, ScoreFusion
+from winnow.pipeline.rerank import ChunkedRerank, Rerank
+from winnow.pipeline.retrieval import BM25, Dense, Retriever
+from winnow.pipeline.spec import SYSTEMS, SpecOptions, parse_system, split_systems
+
+__all__ = [
+    "BM25",
+    "RRF",
+    "SYSTEMS",
+    "ChunkedRerank",
+    "Context",
+    "Cutoff",
+    "Dense",
+    "FusionStage",
+    "Parallel",
+    "Pipeline",
+    "Rerank",
+    "Retriever",
+    "ScoreFusion",
+    "SpecOptions",
+    "Stage",
+    "StageTiming",
+    "parse_system",
+    "run_stage",
+    "split_systems",
+    "top_docs",
+]

@@ -1,0 +1,198 @@
+"""First-stage retrieval stages: BM25 and dense retrieval over the context's corpus.
+
+The retrievers themselves live in :mod:`winnow.retrieval`; these stages index the corpus once per
+context (shared by every system of an experiment) and, with a cache folder, reuse the index and
+the document embeddings the retrievers keep on disk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from winnow.errors import ConfigError
+from winnow.pipeline.base import Context, Stage, StageTiming
+from winnow.types import Run
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_DENSE_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+class Retriever(Stage):
+    """Base of first-stage retrieval stages: builds the retriever, indexes once, searches.
+
+    The incoming run (if any) is ignored: a retriever ranks the whole corpus for every query.
+    """
+
+    def __init__(self, top_k: int = 1000):
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+            raise ConfigError(f"top_k must be a positive integer, got {top_k!r}")
+        self.top_k = top_k
+
+    def _key(self) -> tuple:
+        """What identifies the index (not top_k: one index serves every depth)."""
+        raise NotImplementedError
+
+    def _build(self, ctx: Context) -> Any:
+        """A fresh, un-indexed retriever."""
+        raise NotImplementedError
+
+    def _identity(self, built: Any) -> list[Any]:
+        """Everything besides corpus, queries and top_k that the results depend on."""
+        raise NotImplementedError
+
+    def _built(self, ctx: Context) -> Any:
+        key = ("built", *self._key(), str(ctx.cache_dir))
+        if key not in ctx.memo:
+            ctx.memo[key] = self._build(ctx)
+        return ctx.memo[key]
+
+    def retriever(self, ctx: Context) -> Any:
+        """The retriever with the context's corpus indexed (built and indexed once per context)."""
+        key = ("retriever", *self._key(), str(ctx.cache_dir))
+        if key not in ctx.memo:
+            retriever = self._built(ctx)
+            with ctx.timed(self.label, "index") as record:
+                retriever.index(ctx.dataset.corpus)
+            parts = dict(getattr(retriever, "timings", {}) or {})
+            record.cached = bool(parts.pop("cache_hit", 0.0))  # a flag (1.0 / 0.0), not seconds
+            record.parts = parts
+            ctx.memo[key] = retriever
+        return ctx.memo[key]
+
+    def _cache_path(self, queries: Mapping[str, str], ctx: Context) -> Path | None:
+        if ctx.cache_dir is None:
+            return None
+        from winnow import __version__
+
+        h = hashlib.sha256()
+        identity = [type(self).__name__, __version__, self._identity(self._built(ctx)), self.top_k]
+        h.update(json.dumps(identity, default=str).encode())
+        h.update(ctx.corpus_fingerprint().encode())
+        h.update(json.dumps(list(queries.items())).encode())
+        return ctx.cache_dir / "search" / f"{h.hexdigest()}.json"
+
+    def transform(self, queries: Mapping[str, str], run: Run | None, ctx: Context) -> Run:
+        """The top ``top_k`` of every query.
+
+        Within one context the same search is done once (``bm25`` and ``hybrid`` share it); with
+        a cache folder the result is also kept on disk under a sha256 of the retriever's settings
+        (model files for dense), the corpus, the queries and ``top_k``, and a later run reads it
+        back without loading the index or the model.
+        """
+        key = ("search", *self._key(), str(ctx.cache_dir), self.top_k, tuple(queries.items()))
+        if key in ctx.memo:
+            ctx.timings.append(StageTiming(self.label, "retrieve", 0.0, len(queries), cached=True))
+        else:
+            path = self._cache_path(queries, ctx)
+            started = time.perf_counter()
+            result = _read_json(path)
+            if result is not None:
+                seconds = time.perf_counter() - started
+                ctx.timings.append(
+                    StageTiming(self.label, "retrieve", seconds, len(queries), cached=True)
+                )
+            else:
+                retriever = self.retriever(ctx)  # indexing is timed on its own
+                with ctx.timed(self.label, "retrieve", len(queries)) as record:
+                    result = retriever.search(dict(queries), top_k=self.top_k)
+                    if path is not None:
+                        _write_json(path, result)
+                record.parts = dict(getattr(retriever, "timings", {}) or {})
+            ctx.memo[key] = result
+        return {qid: dict(ranking) for qid, ranking in ctx.memo[key].items()}
+
+
+def _read_json(path: Path | None) -> Any:
+    if path is None or not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:  # a damaged entry is recomputed, never trusted
+        logger.warning("ignoring unreadable cache entry %s: %s", path, exc)
+        return None
+
+
+def _write_json(path: Path, data: Any) -> None:
+    from winnow._fs import atomic_open
+
+    with atomic_open(path) as f:
+        json.dump(data, f)
+
+
+class BM25(Retriever):
+    """BM25 over title + text (bm25s; Lucene variant, English stemming and stopwords by default)."""
+
+    def __init__(
+        self,
+        top_k: int = 1000,
+        *,
+        k1: float = 1.5,
+        b: float = 0.75,
+        method: str = "lucene",
+        stemmer: str | None = "english",
+        stopwords: str | None = "en",
+    ):
+        super().__init__(top_k)
+        self.params = {
+            "k1": k1,
+            "b": b,
+            "method": method,
+            "stemmer": stemmer,
+            "stopwords": stopwords,
+        }
+        self.label = "bm25"
+
+    def _key(self) -> tuple:
+        return ("bm25", tuple(sorted(self.params.items())))
+
+    def _identity(self, built: Any) -> list[Any]:
+        return ["bm25", built.params()]
+
+    def _build(self, ctx: Context) -> Any:
+        from winnow.retrieval import BM25 as BM25Index
+
+        return BM25Index(**self.params, cache_dir=ctx.cache_dir)
+
+
+class Dense(Retriever):
+    """Exact dense retrieval with a sentence-transformers model (cosine similarity)."""
+
+    def __init__(
+        self,
+        model: str = DEFAULT_DENSE_MODEL,
+        top_k: int = 1000,
+        *,
+        device: str | None = None,
+        dtype: str | None = None,
+    ):
+        super().__init__(top_k)
+        self.model = model
+        self.device = device
+        self.dtype = dtype
+        self.label = "dense" if model == DEFAULT_DENSE_MODEL else f"dense:{model}"
+
+    def _key(self) -> tuple:
+        return ("dense", self.model, self.device, self.dtype)
+
+    def _identity(self, built: Any) -> list[Any]:
+        from winnow.pipeline.rerank import reranker_identity
+
+        return ["dense", reranker_identity(built.encoder)]
+
+    def _build(self, ctx: Context) -> Any:
+        from winnow.retrieval import Dense as DenseIndex
+
+        return DenseIndex(
+            self.model,
+            cache_dir=ctx.cache_dir,
+            device=self.device,
+            dtype=self.dtype,
+            show_progress=ctx.progress,
+        )

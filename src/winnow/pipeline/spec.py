@@ -1,0 +1,233 @@
+"""System specs: a small expression language for pipelines, and the named systems.
+
+Grammar (Python's operator precedence: ``%`` binds tighter than ``>>``, which binds tighter
+than ``|``)::
+
+    expr  := then ("|" then)*
+    then  := cut (">>" cut)*
+    cut   := atom ("%" INTEGER)*
+    atom  := WORD | "(" expr ")"
+
+A WORD is a primitive (``bm25``, ``dense``, ``rrf``, ``combsum``, ``combmnz``, ``rerank``,
+``chunked``), a model stage (``dense:MODEL``, ``chunked:MODEL``, ``rerank:MODEL``, ``KIND:MODEL``
+such as ``cross-encoder:MODEL``, ``llm:MODEL``), or a named system from :data:`SYSTEMS`.
+Examples: ``bm25%100>>rerank:cross-encoder/ms-marco-MiniLM-L-6-v2``,
+``(bm25%1000 | dense%1000) >> rrf >> rerank % 10``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from winnow.errors import ConfigError
+from winnow.pipeline.base import Parallel, Pipeline, Stage
+from winnow.pipeline.fusion import RRF, ScoreFusion
+from winnow.pipeline.rerank import ChunkedRerank, Rerank
+from winnow.pipeline.retrieval import BM25, DEFAULT_DENSE_MODEL, Dense
+
+#: The named systems, in one place. ``rerank`` / ``chunked`` use the default reranker.
+SYSTEMS: dict[str, str] = {
+    "hybrid": "(bm25 % 1000 | dense % 1000) >> rrf",
+    "hybrid-combsum": "(bm25 % 1000 | dense % 1000) >> combsum",
+    "bm25+rerank": "bm25 >> rerank",
+    "dense+rerank": "dense >> rerank",
+    "hybrid+rerank": "hybrid >> rerank",
+    "bm25+chunked": "bm25 >> chunked",
+    "hybrid+chunked": "hybrid >> chunked",
+}
+
+#: Words that build a stage directly (the descriptions appear in error messages and --help).
+PRIMITIVES: dict[str, str] = {
+    "bm25": "BM25 top 1000 (title + text, English stemming, k1=1.5, b=0.75)",
+    "dense": "dense retrieval top 1000 with all-MiniLM-L6-v2 (dense:MODEL for another model)",
+    "rrf": "reciprocal rank fusion (k=60) of a parallel stage",
+    "combsum": "CombSUM of min-max normalised scores of a parallel stage",
+    "combmnz": "CombMNZ of min-max normalised scores of a parallel stage",
+    "rerank": "rerank the top --depth with the default reranker (rerank:MODEL for another)",
+    "chunked": "document-then-chunk rerank with the default reranker (chunked:MODEL)",
+}
+
+_TOKEN = re.compile(r"\s*(?:(>>)|([|%()])|([^\s|%()>]+))")
+
+
+@dataclass
+class SpecOptions:
+    """How words become stages: the default reranker and the settings shared by every stage."""
+
+    reranker: str = "bi-encoder:sentence-transformers/all-MiniLM-L6-v2"
+    depth: int = 100
+    dense_model: str = DEFAULT_DENSE_MODEL
+    device: str | None = None
+    dtype: str | None = None
+    batch_queries: int | None = None
+    progress: bool = False
+    #: (model, kind) -> Reranker; defaults to winnow.load_reranker with device and dtype.
+    loader: Callable | None = None
+
+    def load(self, spec: str):
+        from winnow.rerankers.registry import parse_model_spec
+
+        kind, model = parse_model_spec(spec)
+        if self.loader is not None:
+            return self.loader(model, kind)
+        from winnow import load_reranker
+
+        options = {"show_progress": True} if self.progress else {}
+        return load_reranker(model, kind, device=self.device, dtype=self.dtype, **options)
+
+
+def valid_words() -> str:
+    return ", ".join([*PRIMITIVES, *SYSTEMS])
+
+
+def tokenize(spec: str) -> list[str]:
+    tokens, pos = [], 0
+    spec = spec.strip()
+    while pos < len(spec):
+        m = _TOKEN.match(spec, pos)
+        if m is None or m.end() == pos:
+            raise ConfigError(
+                f"system spec {spec!r}: unexpected {spec[pos:].strip()[:20]!r} at {pos}"
+            )
+        tokens.append(m.group(1) or m.group(2) or m.group(3))
+        pos = m.end()
+        while pos < len(spec) and spec[pos].isspace():
+            pos += 1
+    return tokens
+
+
+class _Parser:
+    def __init__(self, spec: str, options: SpecOptions, seen: tuple[str, ...]):
+        self.spec = spec
+        self.options = options
+        self.seen = seen
+        self.tokens = tokenize(spec)
+        self.pos = 0
+
+    def error(self, message: str) -> ConfigError:
+        return ConfigError(f"system spec {self.spec!r}: {message}")
+
+    def peek(self) -> str | None:
+        return self.tokens[self.pos] if self.pos < len(self.tokens) else None
+
+    def take(self) -> str:
+        token = self.peek()
+        if token is None:
+            raise self.error("ends too early")
+        self.pos += 1
+        return token
+
+    def parse(self) -> Stage:
+        if not self.tokens:
+            raise self.error(f"is empty; valid names: {valid_words()}")
+        stage = self.expr()
+        if self.peek() is not None:
+            raise self.error(f"unexpected {self.peek()!r} after a complete expression")
+        return stage
+
+    def expr(self) -> Stage:
+        branches = [self.then()]
+        while self.peek() == "|":
+            self.take()
+            branches.append(self.then())
+        return branches[0] if len(branches) == 1 else Parallel(branches)
+
+    def then(self) -> Stage:
+        steps = [self.cut()]
+        while self.peek() == ">>":
+            self.take()
+            steps.append(self.cut())
+        if len(steps) == 1:
+            return steps[0]
+        try:
+            return Pipeline(steps)
+        except ConfigError as exc:
+            raise self.error(str(exc)) from None
+
+    def cut(self) -> Stage:
+        stage = self.atom()
+        while self.peek() == "%":
+            self.take()
+            number = self.take()
+            if not number.isdigit() or int(number) < 1:
+                raise self.error(f"'%' must be followed by a positive integer, got {number!r}")
+            stage = stage % int(number)
+        return stage
+
+    def atom(self) -> Stage:
+        token = self.take()
+        if token == "(":
+            stage = self.expr()
+            if self.peek() != ")":
+                raise self.error("missing ')'")
+            self.take()
+            return stage
+        if token in (")", "|", "%", ">>"):
+            raise self.error(f"expected a name or '(' but got {token!r}")
+        return self.word(token)
+
+    def word(self, word: str) -> Stage:
+        o = self.options
+        if word in SYSTEMS:
+            if word in self.seen:
+                raise self.error(f"named system {word!r} refers to itself")
+            return _Parser(SYSTEMS[word], o, (*self.seen, word)).parse()
+        if word == "bm25":
+            return BM25()
+        if word == "dense":
+            return Dense(o.dense_model, device=o.device, dtype=o.dtype)
+        if word == "rrf":
+            return RRF()
+        if word in ("combsum", "combmnz"):
+            return ScoreFusion(word)
+        if word == "rerank":
+            return Rerank(
+                o.load(o.reranker), depth=o.depth, batch_queries=o.batch_queries, name=o.reranker
+            )
+        if word == "chunked":
+            return ChunkedRerank(
+                o.load(o.reranker), depth=o.depth, batch_queries=o.batch_queries, name=o.reranker
+            )
+        prefix, sep, model = word.partition(":")
+        if sep and model:
+            if prefix == "dense":
+                return Dense(model, device=o.device, dtype=o.dtype)
+            if prefix == "chunked":
+                return ChunkedRerank(
+                    o.load(model), depth=o.depth, batch_queries=o.batch_queries, name=model
+                )
+            from winnow.rerankers.registry import KIND_ALIASES, available_kinds
+
+            if prefix in KIND_ALIASES or prefix in available_kinds():
+                return Rerank(o.load(word), depth=o.depth, batch_queries=o.batch_queries, name=word)
+            raise self.error(
+                f"unknown stage kind {prefix!r} in {word!r}; valid: dense:MODEL, chunked:MODEL, "
+                f"rerank:MODEL, llm:MODEL, " + ", ".join(f"{k}:MODEL" for k in available_kinds())
+            )
+        raise self.error(f"unknown name {word!r}; valid names: {valid_words()}")
+
+
+def parse_system(spec: str, options: SpecOptions | None = None) -> Stage:
+    """Build the pipeline a system spec describes (see the module docstring for the grammar)."""
+    if not isinstance(spec, str):
+        raise ConfigError(f"a system spec must be a string, got {type(spec).__name__}")
+    return _Parser(spec, options or SpecOptions(), ()).parse()
+
+
+def split_systems(text: str) -> list[str]:
+    """``"bm25,dense,hybrid"`` -> names; commas inside parentheses do not split."""
+    parts, depth, current = [], 0, []
+    for ch in text:
+        if ch == "," and depth == 0:
+            parts.append("".join(current).strip())
+            current = []
+            continue
+        depth += ch == "("
+        depth -= ch == ")"
+        current.append(ch)
+    parts.append("".join(current).strip())
+    if any(not p for p in parts):
+        raise ConfigError(f"--systems {text!r} has an empty entry")
+    return parts
