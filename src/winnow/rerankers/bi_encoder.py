@@ -66,7 +66,9 @@ class BiEncoderReranker(Reranker):
     def token_lengths(self, texts: list[str]) -> np.ndarray:
         """Tokens each text has (special tokens included), before truncation."""
         tokenizer = self.model.tokenizer
-        enc = tokenizer(texts, add_special_tokens=True, truncation=False)["input_ids"]
+        enc = tokenizer(texts, add_special_tokens=True, truncation=False, verbose=False)[
+            "input_ids"
+        ]
         return np.fromiter((len(e) for e in enc), dtype=np.int64, count=len(texts))
 
     def encode(
