@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install -q -e ".[server,llm,report,dev]" "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install -q -e ".[server,llm,report,faiss,dev]" "$(TORCH_SPEC)"
 	touch $(STAMP)
 
 test: venv

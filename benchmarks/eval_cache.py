@@ -19,6 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from winnow.evaluation.commands import DEFAULT_SYSTEMS
+
 
 def run_eval(args: argparse.Namespace, cache: Path, output: Path) -> tuple[float, dict]:
     command = [sys.executable, "-m", "winnow.cli", "eval", "--dataset", args.dataset]
@@ -39,7 +41,7 @@ def run_eval(args: argparse.Namespace, cache: Path, output: Path) -> tuple[float
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", default="cranfield")
-    parser.add_argument("--systems", default="bm25,dense,hybrid,hybrid+rerank")
+    parser.add_argument("--systems", default=DEFAULT_SYSTEMS)
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     parser.add_argument("extra", nargs="*", help="more winnow eval arguments (after --)")
     args = parser.parse_args(argv)
