@@ -193,3 +193,13 @@ def test_max_length_becomes_num_ctx(fresh_cache):
         r.score_pairs(PAIRS[:1])
         body = next(b for p, b in server.requests if p == "/api/generate")
         assert body["options"]["num_ctx"] == 2048
+
+
+def test_ollama_model_names_with_slashes_are_not_paths(fresh_cache):
+    name = "hf.co/someone/tiny-reranker:Q4"
+    with OllamaStandin([name], generate=yes_no_logprobs) as server:
+        r = load(server.url, model=name)
+        assert r.config.model == name
+        assert np.isfinite(r.score_pairs(PAIRS[:2])).all()
+    with pytest.raises(winnow.ConfigError, match="needs kind="):
+        winnow.load_reranker(name, backend="ollama")

@@ -52,7 +52,13 @@ def load_reranker(
     The same arguments give the same instance, across calls and threads. The weights load lazily on
     first use (or ``reranker.load()``) and are shared by instances that differ only in options.
     """
-    path = resolve_model_path(model)
+    if options.get("backend") == "ollama":
+        # a model name on the Ollama server (e.g. "qwen3:0.6b", "hf.co/user/repo:tag"), not a path
+        path = os.fspath(model)
+        if kind is None:
+            raise ConfigError("backend='ollama' needs kind= ('llm-pointwise' or 'llm-listwise')")
+    else:
+        path = resolve_model_path(model)
     kind = kind or infer_kind(path)
     cls = get_kind(kind)
     resolved_device = resolve_device(device)
