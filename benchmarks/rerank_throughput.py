@@ -57,6 +57,18 @@ def timed(fn, repeats: int, warmup=None) -> tuple[float, object]:
     return best, out
 
 
+def st_padding_efficiency(reranker, pairs, batch_size: int = 32) -> float:
+    """Real / padded tokens of sentence-transformers' batching: sorted by character length (as
+    ``CrossEncoder.predict`` does), fixed batches of ``batch_size``, padded to the batch's longest."""
+    _, _, lengths, _ = reranker.pairs.encode_pairs(pairs)
+    order = np.argsort([-(len(q) + len(d)) for q, d in pairs], kind="stable")
+    padded = sum(
+        int(lengths[order[i : i + batch_size]].max()) * len(order[i : i + batch_size])
+        for i in range(0, len(order), batch_size)
+    )
+    return float(lengths.sum() / padded)
+
+
 def bench_model(path: str, pairs, modes: list[str], repeats: int) -> dict:
     import torch
     from scipy.stats import spearmanr
@@ -85,6 +97,7 @@ def bench_model(path: str, pairs, modes: list[str], repeats: int) -> dict:
         }
         if mode == "float32":
             exact = scores
+            result["st_padding_efficiency"] = st_padding_efficiency(rr, pairs)
         elif exact is not None:
             entry["spearman_vs_float32"] = float(spearmanr(exact, scores).statistic)
         result["modes"][mode] = entry
