@@ -57,29 +57,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def build_config(args: argparse.Namespace, environ: dict[str, str]):
     """ServerConfig from ``WINNOW_*`` variables, overridden by the flags that were given."""
+    from dataclasses import fields
+
     from winnow.errors import ConfigError
     from winnow.server.config import ServerConfig
 
-    names = (
-        "models",
-        "host",
-        "port",
-        "api_key",
-        "device",
-        "dtype",
-        "max_length",
-        "max_documents",
-        "max_document_chars",
-        "max_query_chars",
-        "max_body_bytes",
-        "max_chunks_per_doc",
-        "max_batch_pairs",
-        "max_wait_ms",
-        "max_queue",
-        "graceful_timeout",
-        "cors_origins",
-        "log_level",
-    )
+    # every setting of ServerConfig has a flag of the same name (None when not given)
+    names = [f.name for f in fields(ServerConfig)]
     config = ServerConfig.from_env(environ, **{n: getattr(args, n, None) for n in names})
     if not config.models:
         raise ConfigError("no model to serve: give --model MODEL or set WINNOW_MODELS")
