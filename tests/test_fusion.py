@@ -6,7 +6,7 @@ import copy
 import math
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from winnow.errors import ConfigError, InputError
@@ -123,6 +123,7 @@ runs = st.dictionaries(
 )
 
 
+@settings(deadline=None, max_examples=60)
 @given(runs, runs)
 def test_fusion_is_symmetric_and_deterministic(r1, r2):
     assert rrf([r1, r2]) == rrf([r2, r1])
