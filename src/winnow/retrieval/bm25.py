@@ -162,7 +162,7 @@ class BM25:
                     return self
         doc_ids = list(corpus)
         t = time.perf_counter()
-        tokens = self._tokenize([f"{d.title} {d.text}" for d in corpus.values()], return_ids=True)
+        tokens = self._tokenize([d.full_text for d in corpus.values()], return_ids=True)
         timings["tokenize"] = time.perf_counter() - t
         t = time.perf_counter()
         retriever = bm25s.BM25(k1=self.k1, b=self.b, method=self.method)

@@ -226,7 +226,7 @@ class Dense:
                     return self
         doc_ids = list(corpus)
         t = time.perf_counter()
-        texts = [f"{d.title} {d.text}".strip() for d in corpus.values()]
+        texts = [d.full_text for d in corpus.values()]
         embeddings = self.encoder.encode_documents(texts, show_progress=self._progress())
         timings["encode"] = time.perf_counter() - t
         if entry is not None:
