@@ -421,6 +421,23 @@ def _save_causal_lm(model, tokenizer, path: Path) -> Path:
     return path
 
 
+def _causal_lm_shape(
+    tokenizer, hidden_size: int, num_layers: int, vocab_size: int, max_length: int
+) -> dict:
+    """Config settings the tiny Llama and Qwen2 builders share (sizes, heads, init range)."""
+    heads = max(2, hidden_size // 64)
+    return {
+        "vocab_size": max(len(tokenizer), vocab_size),
+        "hidden_size": hidden_size,
+        "intermediate_size": hidden_size * 2,
+        "num_hidden_layers": num_layers,
+        "num_attention_heads": heads,
+        "num_key_value_heads": max(1, heads // 2),
+        "max_position_embeddings": max_length,
+        "initializer_range": 0.2,
+    }
+
+
 def build_tiny_llama(
     path: str | Path,
     hidden_size: int = 32,
@@ -440,16 +457,8 @@ def build_tiny_llama(
     path = Path(path)
     tokenizer = _byte_level_bpe_tokenizer(max_length, bos="<|begin_of_text|>")
     torch.manual_seed(seed)
-    heads = max(2, hidden_size // 64)
     config = LlamaConfig(
-        vocab_size=max(len(tokenizer), vocab_size),
-        hidden_size=hidden_size,
-        intermediate_size=hidden_size * 2,
-        num_hidden_layers=num_layers,
-        num_attention_heads=heads,
-        num_key_value_heads=max(1, heads // 2),
-        max_position_embeddings=max_length,
-        initializer_range=0.2,
+        **_causal_lm_shape(tokenizer, hidden_size, num_layers, vocab_size, max_length),
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
@@ -473,16 +482,8 @@ def build_tiny_qwen2(
     path = Path(path)
     tokenizer = _byte_level_bpe_tokenizer(max_length, bos=None)
     torch.manual_seed(seed)
-    heads = max(2, hidden_size // 64)
     config = Qwen2Config(
-        vocab_size=max(len(tokenizer), vocab_size),
-        hidden_size=hidden_size,
-        intermediate_size=hidden_size * 2,
-        num_hidden_layers=num_layers,
-        num_attention_heads=heads,
-        num_key_value_heads=max(1, heads // 2),
-        max_position_embeddings=max_length,
-        initializer_range=0.2,
+        **_causal_lm_shape(tokenizer, hidden_size, num_layers, vocab_size, max_length),
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
         tie_word_embeddings=True,
