@@ -8,17 +8,24 @@ export WINNOW_DATA
 # torch is pinned so that pip takes this machine's local CPU build instead of the CUDA wheels.
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
+# Known-good versions of every dependency, so a fresh clone installs what CI tested.
+CONSTRAINTS ?= requirements/constraints.txt
 
-.PHONY: venv test test-fast demo lint format bench clean
+.PHONY: venv test test-fast demo lint format bench clean constraints
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml Makefile $(CONSTRAINTS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install -q -e ".[server,llm,report,faiss,dev]" "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install -q -c $(CONSTRAINTS) -e ".[server,llm,report,faiss,dev]" "$(TORCH_SPEC)"
 	touch $(STAMP)
+
+# Re-pin requirements/constraints.txt to what .venv has now (run `make test` first).
+constraints: venv
+	{ sed -n '1,2p' $(CONSTRAINTS); $(BIN)/python -m pip freeze --exclude-editable | grep -v -E '^(torch|winnow)=='; } > $(CONSTRAINTS).tmp
+	mv $(CONSTRAINTS).tmp $(CONSTRAINTS)
 
 test: venv
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q

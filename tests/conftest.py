@@ -73,6 +73,25 @@ def fresh_cache():
     winnow.clear_cache()
 
 
+@pytest.fixture
+def encode_spy(monkeypatch):
+    """``encode_spy(model)`` returns the list of texts that reach ``model.encode`` from then on
+    (the real ``SentenceTransformer.encode`` still runs): proof of what the model really embedded."""
+
+    def spy(model) -> list[str]:
+        seen: list[str] = []
+        real = model.encode
+
+        def encode(sentences, **kwargs):
+            seen.extend(sentences)
+            return real(sentences, **kwargs)
+
+        monkeypatch.setattr(model, "encode", encode)
+        return seen
+
+    return spy
+
+
 @pytest.fixture(scope="session")
 def shared_datasets():
     """../shared/datasets beside the repository (or $WINNOW_DATA); skips when neither exists."""

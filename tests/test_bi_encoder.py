@@ -55,3 +55,57 @@ def test_real_minilm_ranks_the_relevant_document_first(minilm_path):
         ["A recipe for sourdough bread.", "Airfoils generate lift from a pressure difference."],
     )
     assert hits[0].index == 1 and hits[0].score > 0.3 > hits[1].score
+
+
+def test_embeddings_are_remembered_across_calls_and_instances(
+    tiny_bi_encoder, fresh_cache, encode_spy
+):
+    a = winnow.load_reranker(tiny_bi_encoder, kind="bi-encoder")
+    b = winnow.load_reranker(tiny_bi_encoder, kind="bi-encoder", max_tokens=64)
+    assert a is not b
+    a.load()
+    seen = encode_spy(a.model)
+    first = a.encode(TEXTS[:10])
+    assert sorted(seen) == sorted(TEXTS[:10])
+    seen.clear()
+    # Another instance of the same model, a mix of known and new texts: only the new ones run.
+    again = b.encode(TEXTS[5:15])
+    assert sorted(seen) == sorted(TEXTS[10:15])
+    np.testing.assert_array_equal(again[:5], first[5:])
+    ref = a.encode(TEXTS[10:15])
+    np.testing.assert_array_equal(again[5:], ref)
+    assert a.memo is b.memo and a.memo.hits >= 10
+    # A different max length is a different model input: its own memo.
+    short = winnow.load_reranker(tiny_bi_encoder, kind="bi-encoder", max_length=16)
+    short.encode(TEXTS[:3])
+    assert short.memo is not a.memo
+
+
+def test_memo_off_and_dropped_on_unload(tiny_bi_encoder, fresh_cache, encode_spy):
+    off = winnow.load_reranker(tiny_bi_encoder, kind="bi-encoder", memo_mb=0).load()
+    seen = encode_spy(off.model)
+    off.encode(TEXTS[:4])
+    off.encode(TEXTS[:4])
+    assert len(seen) == 8 and len(off.memo) == 0
+    on = winnow.load_reranker(tiny_bi_encoder, kind="bi-encoder")
+    on.encode(TEXTS[:4])
+    memo = on.memo
+    assert len(memo) == 4
+    winnow.unload(tiny_bi_encoder)
+    on.encode(TEXTS[:1])  # reloads: a fresh memo, not the dropped one
+    assert on.memo is not memo and len(on.memo) == 1
+
+
+def test_memo_is_bounded_least_recently_used_first():
+    from winnow.rerankers.cache import EmbeddingMemo
+
+    rows = np.eye(5, dtype=np.float32)  # 20 bytes a row
+    memo = EmbeddingMemo(max_bytes=3 * 20)
+    memo.store(["a", "b", "c"], rows[:3])
+    assert set(memo.lookup(["a"])) == {0}  # "a" is now the most recently used
+    memo.store(["d"], rows[3:4])
+    assert list(memo.lookup(["a", "b", "c", "d"])) == [0, 2, 3]  # "b" went out
+    memo.store(["v", "w", "x", "y"], rows[:4])  # more than fits: the last three stay
+    assert len(memo) == 3 and memo.nbytes == 60
+    np.testing.assert_array_equal(memo.lookup(["y"])[0], rows[3])
+    assert memo.lookup(["a", "v"]) == {}

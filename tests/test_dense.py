@@ -205,3 +205,26 @@ def test_cuda_matches_cpu(tiny_bi_encoder, corpus):
     for qid in ("q1", "q2"):
         assert list(gpu[qid].values()) == pytest.approx(list(cpu[qid].values()), abs=1e-4)
         assert len(set(gpu[qid]) & set(cpu[qid])) >= 4  # near-ties may swap at the cut
+
+
+def test_rerank_after_dense_finds_documents_embedded(
+    tiny_bi_encoder, corpus, tmp_path, monkeypatch, encode_spy
+):
+    """A bi-encoder rerank over documents that Dense embedded (or read from its disk cache) runs
+    the model on the queries only, and scores exactly as a fresh computation would."""
+    import winnow
+
+    Dense(tiny_bi_encoder, cache_dir=tmp_path, device="cpu").index(corpus)
+    expected = winnow.load_reranker(tiny_bi_encoder, device="cpu", memo_mb=0).score_pairs(
+        [("how do wings make lift", d.full_text) for d in corpus.values()]
+    )
+    for fresh_process in (False, True):
+        if fresh_process:
+            winnow.clear_cache()  # as a new process would start: only the disk cache is left
+            assert Dense(tiny_bi_encoder, cache_dir=tmp_path, device="cpu").index(corpus)
+        rr = winnow.load_reranker(tiny_bi_encoder, device="cpu").load()
+        seen = encode_spy(rr.model)
+        pairs = [("how do wings make lift", d.full_text) for d in corpus.values()]
+        np.testing.assert_allclose(rr.score_pairs(pairs), expected, atol=1e-6)
+        assert seen == ["how do wings make lift"]
+        monkeypatch.undo()

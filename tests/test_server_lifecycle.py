@@ -203,7 +203,8 @@ def test_shutdown_finishes_in_flight_requests(tiny_bert):
         stopper = threading.Thread(target=srv.stop)  # SIGTERM's handler, then wait for exit
         stopper.start()
         wait_for(lambda: srv.server.should_exit)
-        time.sleep(0.2)  # let uvicorn close its listening socket
+        # uvicorn's shutdown closes its listening sockets first: wait for that, not a fixed time.
+        wait_for(lambda: srv.server.servers and not any(s.is_serving() for s in srv.server.servers))
         with pytest.raises(httpx.TransportError):
             httpx.post(srv.url + "/v1/rerank", json={"query": "q", "documents": ["d"]}, timeout=5)
         Gates.score.set()

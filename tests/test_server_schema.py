@@ -1,12 +1,14 @@
 """Property-based run of the whole API against its own OpenAPI schema (schemathesis + hypothesis).
 
 Every generated request, valid or not, must get an answer that is not a 500 and that matches the
-documented status codes, content types and response schemas. Bounded (a few dozen examples per
-mode) to stay fast. schemathesis' pytest plugin does not run on this pytest, so the strategies are
-driven with ``hypothesis.given`` directly.
+documented status codes, content types and response schemas. Bounded (40 examples per mode) to
+stay fast; ``WINNOW_SCHEMA_EXAMPLES=2000`` runs a longer hunt. schemathesis' pytest plugin does not
+run on this pytest, so the strategies are driven with ``hypothesis.given`` directly.
 """
 
 from __future__ import annotations
+
+import os
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -36,9 +38,10 @@ def api_schema(tiny_bert):
 @pytest.mark.parametrize("mode", ["positive", "negative"])
 def test_api_conforms_to_its_schema(api_schema, mode):
     generation = schemathesis.GenerationMode(mode)
+    examples = int(os.environ.get("WINNOW_SCHEMA_EXAMPLES", "40"))
 
     @given(case=api_schema.as_strategy(generation))
-    @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+    @settings(max_examples=examples, deadline=None, suppress_health_check=list(HealthCheck))
     def check(case):
         case.call_and_validate(timeout=30)
 

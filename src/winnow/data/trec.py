@@ -98,7 +98,7 @@ def read_qrels(path: str | os.PathLike) -> Qrels:
 
 def _check_token(value: str, what: str) -> str:
     text = str(value)
-    if not text or any(c.isspace() for c in text):
+    if text.split() != [text]:  # empty, or holds whitespace (str.split splits on str.isspace)
         raise InputError(
             f"{what} {text!r} is empty or contains whitespace; TREC files cannot hold it"
         )
@@ -179,11 +179,16 @@ def write_run(
     Scores are written with ``repr`` so :func:`read_run` gives back exactly the same floats.
     """
     tag = _check_token(tag, "run tag")
+    checked: set[str] = set()  # document ids recur across queries: check each one once
     with atomic_open(path) as f:
         for qid in sorted(run, key=natural_key):
             q = _check_token(qid, "query id")
+            lines = []
             for rank, (doc_id, score) in enumerate(ranked(run[qid]), start=1):
                 value = float(score)
                 if math.isnan(value):
                     raise InputError(f"score of ({qid!r}, {doc_id!r}) is NaN")
-                f.write(f"{q} Q0 {_check_token(doc_id, 'document id')} {rank} {value!r} {tag}\n")
+                if doc_id not in checked:
+                    checked.add(_check_token(doc_id, "document id"))
+                lines.append(f"{q} Q0 {doc_id} {rank} {value!r} {tag}\n")
+            f.write("".join(lines))

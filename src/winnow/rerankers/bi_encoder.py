@@ -1,7 +1,8 @@
 """Bi-encoder reranker and text encoder: a sentence-transformers model, score = cosine similarity.
 
-Each distinct query and document is embedded once per call, in token-budget batches sorted by length,
-through ``SentenceTransformer.encode`` itself, so embeddings equal the reference exactly. The same
+Each distinct query and document is embedded once, in token-budget batches sorted by length,
+through ``SentenceTransformer.encode`` itself, so embeddings equal the reference exactly; a bounded
+memo keeps them for later calls (see ``EmbeddingMemo``). The same
 object is the encoder behind dense retrieval (``encode_queries`` / ``encode_documents``).
 """
 
@@ -11,7 +12,10 @@ import numpy as np
 
 from winnow.rerankers._torch import from_pretrained_kwargs, quantize_int8
 from winnow.rerankers.base import PairScores, Reranker, RerankerConfig
-from winnow.rerankers.cache import MODELS
+from winnow.rerankers.cache import EMBEDDINGS, MODELS, EmbeddingMemo
+
+#: Default bound of the embedding memo shared by every bi-encoder instance of one model (MiB).
+DEFAULT_MEMO_MB = 256
 
 
 def load_sentence_transformer(path: str, device: str, dtype: str):
@@ -29,7 +33,11 @@ class BiEncoderReranker(Reranker):
     """Embeds queries and documents separately; the score of a pair is their cosine similarity.
 
     Options: ``query_prompt`` / ``document_prompt`` (prefixes such as ``"query: "`` for E5 models),
-    ``max_tokens``, ``max_batch_size``, ``show_progress``.
+    ``max_tokens``, ``max_batch_size``, ``show_progress``, ``memo_mb`` (bound of the embedding memo,
+    default 256 MiB; 0 turns it off).
+
+    Embeddings are remembered per (model, device, dtype, max length) across instances and calls, so a
+    rerank stage after dense retrieval over the same corpus does not embed the documents again.
     """
 
     kind = "bi-encoder"
@@ -37,6 +45,7 @@ class BiEncoderReranker(Reranker):
     def __init__(self, config: RerankerConfig):
         super().__init__(config)
         self.model = None
+        self.memo: EmbeddingMemo | None = None
 
     def _load(self) -> None:
         c = self.config
@@ -45,9 +54,15 @@ class BiEncoderReranker(Reranker):
             key, lambda: load_sentence_transformer(c.model, c.device, c.dtype)
         )
         self._max_length = int(c.max_length or self.model.max_seq_length or 512)
+        memo_mb = float(c.option("memo_mb", DEFAULT_MEMO_MB))
+        self.memo = EMBEDDINGS.get_or_create(
+            (*key, self._max_length, memo_mb),
+            lambda: EmbeddingMemo(int(memo_mb * 2**20)),
+        )
 
     def _release(self) -> None:
         self.model = None
+        self.memo = None
 
     @property
     def max_length(self) -> int:
@@ -81,6 +96,24 @@ class BiEncoderReranker(Reranker):
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
         unique = list(dict.fromkeys(texts))
+        known = self.memo.lookup(unique)
+        todo = [t for i, t in enumerate(unique) if i not in known]
+        fresh = self._embed(todo, show_progress) if todo else None
+        if fresh is not None:
+            self.memo.store(todo, fresh)
+        if not known:
+            emb = fresh
+        else:
+            emb = np.empty((len(unique), next(iter(known.values())).shape[0]), dtype=np.float32)
+            for i, row in known.items():
+                emb[i] = row
+            if fresh is not None:
+                emb[[i for i in range(len(unique)) if i not in known]] = fresh
+        position = {t: i for i, t in enumerate(unique)}
+        return emb[[position[t] for t in texts]]
+
+    def _embed(self, unique: list[str], show_progress: bool | None) -> np.ndarray:
+        """Run the model on distinct texts, in token-budget batches sorted by length."""
         lengths = np.minimum(self.token_lengths(unique), self._max_length)
         model, c = self.model, self.config
         old_max = model.max_seq_length
@@ -98,11 +131,21 @@ class BiEncoderReranker(Reranker):
             return emb.float().cpu().numpy()
 
         try:
-            emb = self._run_engine(lengths, forward, desc="encoding", progress=show_progress)
+            return self._run_engine(lengths, forward, desc="encoding", progress=show_progress)
         finally:
             model.max_seq_length = old_max
-        position = {t: i for i, t in enumerate(unique)}
-        return emb[[position[t] for t in texts]]
+
+    def remember_documents(self, documents: list[str], embeddings: np.ndarray) -> None:
+        """Seed the memo with document embeddings this model made earlier (e.g. read from a cache).
+
+        Skipped when they would not fit in the memo: they would only push each other out.
+        """
+        self.load()
+        if self.memo.max_bytes < np.asarray(embeddings).nbytes:
+            return
+        prompt = self.config.option("document_prompt")
+        texts = [prompt + t for t in documents] if prompt else list(documents)
+        self.memo.store(texts, np.asarray(embeddings, dtype=np.float32))
 
     def encode_queries(self, queries: list[str], **kwargs) -> np.ndarray:
         return self.encode(queries, prompt=self.config.option("query_prompt"), **kwargs)

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import gc
 import threading
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Hashable
 from typing import Any
+
+import numpy as np
 
 
 class KeyedCache:
@@ -61,6 +63,69 @@ class KeyedCache:
 
 MODELS = KeyedCache("models")
 RERANKERS = KeyedCache("rerankers")
+#: Embedding memos of bi-encoders, keyed like their weights plus the max length (see ``EmbeddingMemo``).
+EMBEDDINGS = KeyedCache("embeddings")
+
+
+class EmbeddingMemo:
+    """Embeddings of texts already encoded by one model, bounded in bytes, least recently used out.
+
+    Dense retrieval and a bi-encoder rerank stage over the same corpus embed the same documents; with
+    this memo the second one looks them up instead of running the model again. Keys are the exact text
+    the model saw (prompt included) and the memo belongs to one (model, device, dtype, max length), so
+    a hit is the very vector the model produced for that input. Thread-safe.
+    """
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = int(max_bytes)
+        self._rows: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    @property
+    def nbytes(self) -> int:
+        return self._bytes
+
+    def lookup(self, texts: list[str]) -> dict[int, np.ndarray]:
+        """``{position: embedding}`` for the texts already known."""
+        found: dict[int, np.ndarray] = {}
+        with self._lock:
+            for i, text in enumerate(texts):
+                row = self._rows.get(text)
+                if row is not None:
+                    self._rows.move_to_end(text)
+                    found[i] = row
+            self.hits += len(found)
+            self.misses += len(texts) - len(found)
+        return found
+
+    def store(self, texts: list[str], embeddings: np.ndarray) -> None:
+        """Remember ``embeddings[i]`` for ``texts[i]``; evicts the least recently used beyond the bound."""
+        if self.max_bytes <= 0 or len(texts) == 0:
+            return
+        row_bytes = embeddings[0].nbytes
+        keep = max(0, min(len(texts), self.max_bytes // max(row_bytes, 1)))
+        with self._lock:
+            # Only the last ``keep`` rows can fit; copying each row detaches it from the big array.
+            for text, row in zip(texts[len(texts) - keep :], embeddings[len(texts) - keep :]):
+                old = self._rows.pop(text, None)
+                if old is not None:
+                    self._bytes -= old.nbytes
+                self._rows[text] = row.copy()
+                self._bytes += row.nbytes
+            while self._bytes > self.max_bytes and self._rows:
+                _, old = self._rows.popitem(last=False)
+                self._bytes -= old.nbytes
+
+    def clear(self) -> None:
+        with self._lock:
+            self._rows.clear()
+            self._bytes = 0
 
 
 def model_loads(model: str | None = None) -> int:
@@ -85,6 +150,7 @@ def unload(model: str | None = None) -> int:
     for reranker in dropped:
         reranker._unload()
     MODELS.pop_where(matches)
+    EMBEDDINGS.pop_where(matches)
     gc.collect()
     try:
         import torch

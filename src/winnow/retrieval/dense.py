@@ -219,6 +219,10 @@ class Dense:
                     shutil.rmtree(entry, ignore_errors=True)
                 else:
                     self._set(doc_ids, embeddings, timings)
+                    # A later bi-encoder rerank with this model then finds these documents embedded.
+                    self.encoder.remember_documents(
+                        [corpus[d].full_text for d in doc_ids], embeddings
+                    )
                     timings["cache_hit"] = 1.0
                     timings["index"] = time.perf_counter() - start
                     self.timings = timings
