@@ -208,7 +208,7 @@ def test_cuda_matches_cpu(tiny_bi_encoder, corpus):
 
 
 def test_rerank_after_dense_finds_documents_embedded(
-    tiny_bi_encoder, corpus, tmp_path, monkeypatch, encode_spy
+    tiny_bi_encoder, corpus, tmp_path, monkeypatch, encode_spy, fresh_cache
 ):
     """A bi-encoder rerank over documents that Dense embedded (or read from its disk cache) runs
     the model on the queries only, and scores exactly as a fresh computation would."""

@@ -8,6 +8,7 @@ Hugging Face model (``winnow.load_reranker(folder)``).
 from __future__ import annotations
 
 import random
+import string
 from pathlib import Path
 
 _WORDS = [
@@ -171,18 +172,27 @@ def sample_corpus(n: int = 600, seed: int = 0) -> list[str]:
     ]
 
 
+# The tiny tokenizers' vocabularies are written out, not trained: the tokenizers library's trainers
+# break ties in hash-map order, which changes the vocabulary (and so every tiny model) from one run to
+# the next. Whole words of the sample corpus are single tokens; any other word is spelled out in
+# characters, so the sub-word paths are exercised as well.
+_CHARS = string.ascii_lowercase + string.digits + string.punctuation
+
+
+def _words() -> list[str]:
+    return sorted(set(_WORDS))
+
+
 def _wordpiece_tokenizer(model_max_length: int):
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
-    from tokenizers.trainers import WordPieceTrainer
     from transformers import BertTokenizerFast
 
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    pieces = [*specials, *_CHARS, *(f"##{c}" for c in _CHARS), *_words()]
+    vocab = {piece: i for i, piece in enumerate(dict.fromkeys(pieces))}
+    tok = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
     tok.normalizer = normalizers.BertNormalizer(lowercase=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    tok.train_from_iterator(
-        sample_corpus(), WordPieceTrainer(vocab_size=400, special_tokens=specials)
-    )
     cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]",
@@ -195,16 +205,16 @@ def _wordpiece_tokenizer(model_max_length: int):
 
 def _unigram_tokenizer(model_max_length: int):
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
-    from tokenizers.trainers import UnigramTrainer
     from transformers import XLMRobertaTokenizerFast
 
-    tok = Tokenizer(models.Unigram())
+    specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+    # Log-probabilities: a known word beats spelling it out; "▁" marks a word start (Metaspace).
+    vocab = [(piece, 0.0) for piece in specials]
+    vocab += [(f"▁{w}", -3.0) for w in _words()]
+    vocab += [("▁", -2.0)] + [(c, -4.0) for c in _CHARS + string.ascii_uppercase]
+    tok = Tokenizer(models.Unigram(vocab, unk_id=specials.index("<unk>"), byte_fallback=False))
     tok.normalizer = normalizers.NFKC()
     tok.pre_tokenizer = pre_tokenizers.Metaspace()
-    specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
-    tok.train_from_iterator(
-        sample_corpus(), UnigramTrainer(vocab_size=400, special_tokens=specials, unk_token="<unk>")
-    )
     bos, eos = tok.token_to_id("<s>"), tok.token_to_id("</s>")
     tok.post_processor = processors.TemplateProcessing(
         single="<s> $A </s>",
@@ -225,66 +235,67 @@ def _unigram_tokenizer(model_max_length: int):
     )
 
 
+#: The shape of every tiny encoder built here: it builds in a second yet gives spread-out scores.
+_TINY_ENCODER = {
+    "hidden_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "intermediate_size": 64,
+    "initializer_range": 0.5,
+}
+
+
+def _tiny_config(config_class, tokenizer, seed: int, **fields):
+    """``config_class`` with the tiny shape and ``tokenizer``'s vocabulary; seeds torch for the weights."""
+    import torch
+
+    torch.manual_seed(seed)
+    return config_class(
+        vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, **_TINY_ENCODER, **fields
+    )
+
+
+def _save(model, tokenizer, path: Path) -> Path:
+    model.eval().save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
 def build_tiny_bert_cross_encoder(
     path: str | Path, num_labels: int = 1, max_length: int = 128, seed: int = 0
 ) -> Path:
     """A 2-layer BERT ``BertForSequenceClassification`` with a WordPiece tokenizer, saved to ``path``."""
-    import torch
     from transformers import BertConfig, BertForSequenceClassification
 
-    path = Path(path)
     tokenizer = _wordpiece_tokenizer(max_length)
-    torch.manual_seed(seed)
-    config = BertConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        initializer_range=0.5,
-        max_position_embeddings=512,
-        num_labels=num_labels,
-        pad_token_id=tokenizer.pad_token_id,
+    config = _tiny_config(
+        BertConfig, tokenizer, seed, max_position_embeddings=512, num_labels=num_labels
     )
-    model = BertForSequenceClassification(config).eval()
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
+    return _save(BertForSequenceClassification(config), tokenizer, Path(path))
 
 
 def build_tiny_xlmr_cross_encoder(
     path: str | Path, num_labels: int = 1, max_length: int = 128, seed: int = 0
 ) -> Path:
     """A 2-layer XLM-RoBERTa classifier with a Unigram (SentencePiece-style) tokenizer."""
-    import torch
     from transformers import XLMRobertaConfig, XLMRobertaForSequenceClassification
 
-    path = Path(path)
     tokenizer = _unigram_tokenizer(max_length)
-    torch.manual_seed(seed)
-    config = XLMRobertaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        initializer_range=0.5,
+    config = _tiny_config(
+        XLMRobertaConfig,
+        tokenizer,
+        seed,
         max_position_embeddings=max_length + 2,
         num_labels=num_labels,
-        pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         type_vocab_size=1,
     )
-    model = XLMRobertaForSequenceClassification(config).eval()
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
+    return _save(XLMRobertaForSequenceClassification(config), tokenizer, Path(path))
 
 
 def build_tiny_bi_encoder(path: str | Path, max_length: int = 128, seed: int = 0) -> Path:
     """A 2-layer BERT sentence-transformers model (mean pooling + normalise), saved to ``path``."""
-    import torch
     from sentence_transformers import SentenceTransformer
     from transformers import BertConfig, BertModel
 
@@ -296,19 +307,8 @@ def build_tiny_bi_encoder(path: str | Path, max_length: int = 128, seed: int = 0
     path = Path(path)
     raw = path.parent / (path.name + "-raw")
     tokenizer = _wordpiece_tokenizer(max_length)
-    torch.manual_seed(seed)
-    config = BertConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        initializer_range=0.5,
-        max_position_embeddings=512,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    BertModel(config).save_pretrained(raw)
-    tokenizer.save_pretrained(raw)
+    config = _tiny_config(BertConfig, tokenizer, seed, max_position_embeddings=512)
+    _save(BertModel(config), tokenizer, raw)
     transformer = models.Transformer(str(raw), max_seq_length=max_length)
     pooling = models.Pooling(transformer.get_embedding_dimension(), pooling_mode="mean")
     SentenceTransformer(modules=[transformer, pooling, models.Normalize()]).save(str(path))
