@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -29,6 +30,7 @@ class Recording(Reranker):
         self.gate = threading.Event()
         self.gate.set()
         self.entered = threading.Event()
+        self.seconds_per_pair = 0.0
 
     def _load(self) -> None:
         pass
@@ -37,6 +39,7 @@ class Recording(Reranker):
         self.entered.set()
         self.gate.wait(30)
         self.calls.append(list(pairs))
+        time.sleep(self.seconds_per_pair * len(pairs))
         if self.fail_on is not None and any(d == self.fail_on for _, d in pairs):
             raise RuntimeError("model exploded")
         n = len(pairs)
@@ -147,6 +150,36 @@ def test_full_queue_raises_queue_full():
 
     busy, queued = asyncio.run(go())
     assert busy.scores.tolist() == [1.0] and queued.scores.tolist() == [1.0]
+    b.close(10)
+
+
+def test_retry_after_is_the_time_to_drain_the_queue_at_the_measured_rate():
+    rec = Recording()
+    b = started(rec, max_queue=1, max_wait=0, max_batch_pairs=1000)
+    assert b.retry_after() == 1  # nothing measured yet
+    rec.seconds_per_pair = 0.01  # at most 100 pairs/s
+    asyncio.run(b.submit([("q", d) for d in docs("x", 20)]))
+    rec.gate.clear()
+    rec.entered.clear()
+
+    async def go():
+        busy = asyncio.ensure_future(b.submit([("a", "1")]))
+        while not rec.entered.is_set():
+            await asyncio.sleep(0.005)
+        queued = asyncio.ensure_future(b.submit([("a", "x")] * 500))
+        while b.depth < 1:
+            await asyncio.sleep(0.005)
+        with pytest.raises(QueueFull) as info:
+            await b.submit([("a", "3")])
+        rec.seconds_per_pair = 0.0
+        rec.gate.set()
+        await busy, await queued
+        return info.value
+
+    full = asyncio.run(go())
+    # 500 pairs wait; the model was timed at <= 100 pairs/s, so >= 5 s (capped at 60)
+    assert 5 <= full.retry_after <= 60
+    assert f"retry after {full.retry_after}s" in str(full)
     b.close(10)
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import threading
 import time
 from collections import deque
@@ -130,6 +131,7 @@ class Batcher:
         self.warmup_seconds: float | None = None
         self._queue: deque[_Job] = deque()
         self._pending_pairs = 0
+        self._pairs_per_second: float | None = None  # moving average of the model's throughput
         self._closing = False
         self._cond = threading.Condition()
         self._thread = threading.Thread(
@@ -157,6 +159,17 @@ class Batcher:
         """Jobs waiting for the model (not yet fully handed to it)."""
         return len(self._queue)
 
+    def retry_after(self) -> int:
+        """Whole seconds until the queue has drained, at the throughput measured so far (1 to 60).
+
+        The pairs waiting divided by an exponential moving average of the pairs per second of recent
+        model calls; 1 before any call was timed.
+        """
+        rate = self._pairs_per_second
+        if not rate:
+            return 1
+        return int(min(60, max(1, math.ceil(self._pending_pairs / rate))))
+
     # -- the asyncio side ----------------------------------------------------------------------
     async def submit(self, pairs: list[tuple[str, str]]) -> PairScores:
         """Score ``pairs`` (already validated); raises QueueFull or NotAccepting."""
@@ -171,7 +184,7 @@ class Batcher:
             if self._closing:
                 raise NotAccepting(self.name, STOPPED)
             if len(self._queue) >= self.max_queue:
-                raise QueueFull(self.name, self.max_queue)
+                raise QueueFull(self.name, self.max_queue, self.retry_after())
             self._queue.append(job)
             self._pending_pairs += len(pairs)
             self._report_depth()
@@ -259,10 +272,13 @@ class Batcher:
                         job.abandoned = True
                         job.resolve(error=exc)
             return
+        seconds = time.perf_counter() - started
+        if seconds > 0:
+            rate = len(pairs) / seconds
+            old = self._pairs_per_second
+            self._pairs_per_second = rate if old is None else 0.8 * old + 0.2 * rate
         if self.metrics is not None:
-            self.metrics.observe_batch(
-                self.name, len(pairs), int(scored.truncated.sum()), time.perf_counter() - started
-            )
+            self.metrics.observe_batch(self.name, len(pairs), int(scored.truncated.sum()), seconds)
         offset = 0
         for job, a, b in batch:
             n = b - a
