@@ -201,13 +201,28 @@ def test_body_too_large_is_413(client):
         ({"query": "q", "documents": ["d", 3]}, "documents.1"),
         ({"query": "q", "documents": ["d"], "top_n": 0}, "top_n"),
         ({"documents": ["d"]}, "query"),
+        # values of another JSON type are refused, not converted (found by schemathesis); an
+        # integral number such as 2.0 is a JSON Schema integer and is accepted
+        ({"query": "q", "documents": ["d"], "top_n": 2.5}, "top_n"),
+        ({"query": "q", "documents": ["d"], "return_documents": "true"}, "return_documents"),
+        ({"query": "q", "documents": ["d"], "top_n": True}, "top_n"),
+        ({"query": "q", "documents": ["d"], "max_chunks_per_doc": "2"}, "max_chunks_per_doc"),
+        ({"query": "q", "documents": ["d"], "return_documents": 0}, "return_documents"),
+        ({"query": "q", "documents": [{"text": 5}]}, "documents.0"),
+        ({"query": "q", "texts": ["d"], "raw_scores": 0}, "raw_scores"),
+        ({"query": "q", "texts": ["d"], "return_text": 1.0}, "return_text"),
     ],
 )
 def test_bad_input_is_422_naming_the_field(client, payload, field):
-    r = client.post("/v1/rerank", json=payload)
+    r = client.post("/rerank" if "texts" in payload else "/v1/rerank", json=payload)
     assert r.status_code == 422
     assert r.json()["error_type"] == "validation"
     assert r.json()["field"].startswith(field)
+
+
+def test_integral_numbers_are_integers(client):
+    r = client.post("/v1/rerank", json={"query": "q", "documents": ["a", "b", "c"], "top_n": 2.0})
+    assert r.status_code == 200 and len(r.json()["results"]) == 2
 
 
 def test_invalid_unicode_and_json_are_rejected_cleanly(client):

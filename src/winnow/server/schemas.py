@@ -1,16 +1,19 @@
 """Request and response bodies of the HTTP API (pydantic lives here, at the boundary, only).
 
 Two shapes: Cohere/Jina (``POST /v1/rerank``) and Hugging Face TEI (``POST /rerank``). Unknown fields
-are ignored so that clients written for those services work unchanged. Limits that the operator
+are ignored so that clients written for those services work unchanged. Booleans are strict (``0`` or
+``"true"`` is a 422 naming the field, not silently converted) and integers take exactly what JSON
+Schema calls an integer (``3`` or ``3.0``, not ``3.5``), so what the server accepts is what its
+OpenAPI schema says. Limits that the operator
 configures (documents per request, characters) are checked by the app, not here, because they are
 not known when the schema is built.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, field_validator
 
 
 def _valid_text(value: str, what: str) -> str:
@@ -22,6 +25,20 @@ def _valid_text(value: str, what: str) -> str:
         ) from None
     return value
 
+
+def _json_integer(value: object) -> object:
+    """JSON Schema's integer: a number with no fractional part (``3``, ``3.0``), never ``true``/``"3"``.
+
+    pydantic's lax ``int`` would also take booleans and numeric strings; its strict one refuses
+    ``3.0``. Fractions are left to ``int`` (a 422 that says "fractional part").
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError("Input should be a valid integer")
+    return value
+
+
+#: A positive integer field that accepts what the published schema calls one, and nothing else.
+PositiveInt = Annotated[int, Field(ge=1), BeforeValidator(_json_integer)]
 
 #: What counts as blank: ASCII whitespace, the same in Python, Rust and ECMA regular expressions.
 _BLANK = " \t\n\r\f\v"
@@ -61,18 +78,17 @@ class RerankRequest(BaseModel):
     documents: list[str | DocumentObject] = Field(
         ..., min_length=1, description='texts to rerank, as strings or {"text": ...} objects'
     )
-    top_n: int | None = Field(None, ge=1, description="return only the best N results")
-    return_documents: bool = Field(True, description="include each document's text")
+    top_n: PositiveInt | None = Field(None, description="return only the best N results")
+    return_documents: StrictBool = Field(True, description="include each document's text")
     normalize: Literal["none", "sigmoid"] = Field(
         "none", description="'sigmoid' maps raw model scores to (0, 1)"
     )
-    max_chunks_per_doc: int | None = Field(
+    max_chunks_per_doc: PositiveInt | None = Field(
         None,
-        ge=1,
         description="split long documents into up to N token windows; a document scores as its "
         "best window",
     )
-    return_token_info: bool = Field(
+    return_token_info: StrictBool = Field(
         False, description="add `truncated` and `num_tokens` to each result"
     )
 
@@ -141,17 +157,17 @@ class TEIRerankRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
     query: str = Field(..., min_length=1, json_schema_extra={"pattern": QUERY_PATTERN})
     texts: list[str] = Field(..., min_length=1)
-    raw_scores: bool = Field(False, description="raw model scores instead of sigmoid ones")
-    return_text: bool = False
-    truncate: bool = Field(
+    raw_scores: StrictBool = Field(False, description="raw model scores instead of sigmoid ones")
+    return_text: StrictBool = False
+    truncate: StrictBool = Field(
         False, description="truncate over-long inputs instead of answering 413 (TEI default: false)"
     )
     truncation_direction: Literal["right", "Right"] = Field(
         "right", description="only right truncation is supported (documents are cut at the end)"
     )
     model: str | None = Field(None, description="winnow extension: which served model")
-    max_chunks_per_doc: int | None = Field(None, ge=1, description="winnow extension")
-    return_token_info: bool = Field(False, description="winnow extension")
+    max_chunks_per_doc: PositiveInt | None = Field(None, description="winnow extension")
+    return_token_info: StrictBool = Field(False, description="winnow extension")
 
     @field_validator("query")
     @classmethod
