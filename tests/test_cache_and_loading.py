@@ -87,6 +87,17 @@ def test_kind_errors_list_valid_kinds(tmp_path, tiny_bert):
         winnow.load_reranker("./no/such/folder")
 
 
+def test_hub_model_that_is_not_cached_says_so(monkeypatch, tmp_path):
+    """Offline (or unreachable hub), an uncached hub id is a clear error, not 'cannot tell the kind'."""
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))  # an empty cache
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+    with pytest.raises(
+        ModelLoadError, match="not in the local Hugging Face cache and HF_HUB_OFFLINE"
+    ):
+        infer_kind("winnow-tests/no-such-model")
+
+
 def test_offline_copy_of_minilm(minilm_path):
     assert resolve_model_path("sentence-transformers/all-MiniLM-L6-v2") == minilm_path
     assert resolve_model_path("org/some-model") == "org/some-model"  # hub ids pass through
@@ -98,6 +109,8 @@ def test_parse_model_spec():
         "BAAI/bge-reranker-v2-m3",
     )
     assert parse_model_spec("rerank:org/m") == (None, "org/m")
+    assert parse_model_spec("rerank:cross-encoder:org/m") == ("cross-encoder", "org/m")
+    assert parse_model_spec("rerank:qwen3:4b") == (None, "qwen3:4b")  # an Ollama name:tag
     assert parse_model_spec("llm:/models/qwen") == ("llm-pointwise", "/models/qwen")
     assert parse_model_spec("org/m") == (None, "org/m")
 

@@ -10,7 +10,8 @@ than ``|``)::
 
 A WORD is a primitive (``bm25``, ``dense``, ``rrf``, ``combsum``, ``combmnz``, ``rerank``,
 ``chunked``), a model stage (``dense:MODEL``, ``chunked:MODEL``, ``rerank:MODEL``, ``KIND:MODEL``
-such as ``cross-encoder:MODEL``, ``llm:MODEL``), or a named system from :data:`SYSTEMS`.
+such as ``cross-encoder:MODEL`` (also ``rerank:KIND:MODEL``), ``llm:MODEL``), or a named system
+from :data:`SYSTEMS`.
 Examples: ``bm25%100>>rerank:cross-encoder/ms-marco-MiniLM-L-6-v2``,
 ``(bm25%1000 | dense%1000) >> rrf >> rerank % 10``.
 """

@@ -48,19 +48,35 @@ def resolve_model_path(model: str | os.PathLike) -> str:
     return text
 
 
-def _read_json(model: str, filename: str) -> dict[str, Any] | None:
-    """A JSON file of a model folder or hub repo, or None when the model has no such file."""
+def _read_json(
+    model: str, filename: str, *, every_model_has_it: bool = False
+) -> dict[str, Any] | None:
+    """A JSON file of a model folder or hub repo, or None when the model has no such file.
+
+    ``every_model_has_it`` (config.json): a hub model that is neither in the local cache nor
+    reachable is then an error that says so, instead of looking like a model without the file.
+    """
     path = Path(model)
     if path.is_dir():
         f = path / filename
         return json.loads(f.read_text()) if f.is_file() else None
     try:
-        from huggingface_hub import hf_hub_download
-        from huggingface_hub.errors import EntryNotFoundError
+        from huggingface_hub import constants, hf_hub_download
+        from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
     except ImportError:  # pragma: no cover - huggingface_hub ships with transformers
         return None
     try:
         local = hf_hub_download(model, filename)
+    except LocalEntryNotFoundError as exc:  # not cached, and the hub was not asked or not reached
+        if not every_model_has_it:
+            return None
+        why = (
+            "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else "the hub could not be reached"
+        )
+        raise ModelLoadError(
+            f"model {model!r} is not in the local Hugging Face cache and {why}. Download it once "
+            f"with network access (`hf download {model}`) or give a local model folder."
+        ) from exc
     except EntryNotFoundError:
         return None
     except Exception as exc:
@@ -79,7 +95,7 @@ def infer_kind(model: str) -> str:
     """
     from winnow.rerankers.registry import available_kinds
 
-    config = _read_json(model, "config.json") or {}
+    config = _read_json(model, "config.json", every_model_has_it=True) or {}
     architectures = config.get("architectures") or []
     if any(a.endswith("ForSequenceClassification") for a in architectures):
         return "cross-encoder"

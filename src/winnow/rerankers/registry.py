@@ -41,8 +41,8 @@ def parse_model_spec(spec: str) -> tuple[str | None, str]:
     """Split ``"KIND:MODEL"`` into (kind, model); a bare model gives (None, model).
 
     KIND is a registered kind (``cross-encoder``, ``bi-encoder``, ``llm-pointwise``...) or an alias:
-    ``rerank`` (kind inferred from the model) or ``llm`` (``llm-pointwise``). A prefix that is neither
-    is part of the model name.
+    ``rerank`` (kind inferred from the model, or given after it: ``rerank:cross-encoder:MODEL``) or
+    ``llm`` (``llm-pointwise``). A prefix that is neither is part of the model name.
     """
     prefix, sep, rest = spec.partition(":")
     if not sep or not rest:
@@ -50,5 +50,7 @@ def parse_model_spec(spec: str) -> tuple[str | None, str]:
     if prefix in _KINDS:
         return prefix, rest
     if prefix in KIND_ALIASES:
+        if KIND_ALIASES[prefix] is None:  # "rerank:" may still name the kind: rerank:KIND:MODEL
+            return parse_model_spec(rest)
         return KIND_ALIASES[prefix], rest
     return None, spec
