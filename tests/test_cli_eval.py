@@ -239,3 +239,31 @@ def test_rerank_command_round_trips_a_trec_run(beir_folder, tmp_path, tiny_bert,
     assert main(args) == 2
     err = capsys.readouterr().err
     assert str(bad) in err and "'nosuchdoc'" in err
+
+
+def test_unusable_output_paths_fail_before_any_work(beir_folder, tmp_path, capsys, monkeypatch):
+    """An --output that cannot be written is refused up front, not after the evaluation ran."""
+    import winnow.evaluation.commands as commands
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("work started although the output could not be written")
+
+    monkeypatch.setattr(commands, "_load", must_not_run)  # the collection is not even read
+    a_file = tmp_path / "a-file"
+    a_file.write_text("keep me")
+    code = main(
+        ["eval", "--dataset", str(beir_folder), "--systems", "bm25", "--output", str(a_file)]
+    )
+    assert code == 2 and "is a file; give a folder" in capsys.readouterr().err
+    assert a_file.read_text() == "keep me"
+    under_a_file = a_file / "out"
+    code = main(
+        ["eval", "--dataset", str(beir_folder), "--systems", "bm25", "--output", str(under_a_file)]
+    )
+    assert code == 2 and "cannot be created" in capsys.readouterr().err
+
+    run = tmp_path / "in.trec"
+    run.write_text("q0 Q0 d0 1 1.0 x\n")
+    rerank = ["rerank", "--run", str(run), "--dataset", str(beir_folder), "--model", "m"]
+    assert main([*rerank, "--output", str(tmp_path)]) == 2
+    assert "is a folder; give the path of the run file" in capsys.readouterr().err

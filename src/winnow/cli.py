@@ -52,6 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     except WinnowError as exc:
         print(f"winnow {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a file or folder the command was given (the message names it)
+        print(f"winnow {args.command}: error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

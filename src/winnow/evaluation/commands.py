@@ -184,6 +184,42 @@ def _options(args: argparse.Namespace, reranker: str):
     )
 
 
+def _check_output_folder(output: str) -> None:
+    """Refuse an --output that cannot become a folder before any work is done, not after it."""
+    from winnow.errors import ConfigError
+
+    path = Path(output).expanduser()
+    if path.exists() and not path.is_dir():
+        raise ConfigError(
+            f"--output {output!r} is a file; give a folder (it is created if missing)"
+        )
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"--output {output!r} cannot be created: {exc.strerror or exc}") from exc
+    if not os.access(path, os.W_OK):
+        raise ConfigError(f"--output {output!r} is not writable")
+
+
+def _check_output_file(output: str) -> None:
+    """Refuse an --output run file that cannot be written before reranking, not after it."""
+    from winnow.errors import ConfigError
+
+    path = Path(output).expanduser()
+    if path.is_dir():
+        raise ConfigError(
+            f"--output {output!r} is a folder; give the path of the run file to write"
+        )
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"--output {output!r}: cannot create {str(path.parent)!r}: {exc.strerror or exc}"
+        ) from exc
+    if not os.access(path.parent, os.W_OK):
+        raise ConfigError(f"--output {output!r}: folder {str(path.parent)!r} is not writable")
+
+
 def run_eval(args: argparse.Namespace) -> int:
     from winnow.errors import ConfigError
     from winnow.evaluation.experiment import experiment
@@ -198,6 +234,8 @@ def run_eval(args: argparse.Namespace) -> int:
     if baseline not in specs:
         raise ConfigError(f"--baseline {baseline!r} is not one of --systems: {', '.join(specs)}")
     metrics = parse_metrics(args.metrics)
+    if args.output:
+        _check_output_folder(args.output)
     options = _options(args, args.reranker)
     pipelines = {spec: parse_system(spec, options) for spec in specs}
     dataset = _load(args)
@@ -231,6 +269,7 @@ def run_rerank(args: argparse.Namespace) -> int:
     from winnow.errors import DatasetError
     from winnow.pipeline import ChunkedRerank, Context, Rerank
 
+    _check_output_file(args.output)
     run = read_run(args.run)
     dataset = _load(args)
     for qid, ranking in run.items():
