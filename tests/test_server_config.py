@@ -201,3 +201,23 @@ def test_winnow_serve_process_stops_cleanly_on_sigterm(tiny_bert):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_winnow_serve_exits_when_no_model_loads(tmp_path):
+    """With every model failed there is nothing to serve: the command stops with the reasons."""
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    missing = tmp_path / "no-such-model"
+    done = subprocess.run(
+        [sys.executable, "-m", "winnow.cli", "serve", "--model", f"a={missing}", "--port", "0"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2
+    assert (
+        f"winnow serve: error: no model could be loaded: a: ModelLoadError: model folder '{missing}'"
+        in done.stderr
+    )
+    assert "Traceback" not in done.stderr

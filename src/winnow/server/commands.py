@@ -6,6 +6,8 @@ import argparse
 import logging
 import math
 import os
+import threading
+import time
 
 logger = logging.getLogger(__name__)
 
@@ -82,11 +84,43 @@ def run(args: argparse.Namespace) -> int:
     if config.host not in ("127.0.0.1", "localhost", "::1") and not config.api_key:
         logger.warning("serving on %s without an API key (--api-key)", config.host)
     app = create_app(config)
-    uvicorn.run(
-        app,
-        host=config.host,
-        port=config.port,
-        log_level=config.log_level,
-        timeout_graceful_shutdown=math.ceil(config.graceful_timeout),
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host=config.host,
+            port=config.port,
+            log_level=config.log_level,
+            timeout_graceful_shutdown=math.ceil(config.graceful_timeout),
+        )
     )
+    nothing_loaded: list[str] = []
+    threading.Thread(
+        target=_stop_if_no_model_loads, args=(server, app, nothing_loaded), daemon=True
+    ).start()
+    server.run()
+    if nothing_loaded:
+        from winnow.errors import ModelLoadError
+
+        raise ModelLoadError("no model could be loaded: " + "; ".join(nothing_loaded))
     return 0
+
+
+def _stop_if_no_model_loads(server, app, reasons: list[str]) -> None:
+    """Stop the server when every model failed to load: it could answer nothing but errors.
+
+    One model that loads is enough to keep serving (the failed ones are reported on ``/ready``).
+    Fills ``reasons`` with ``name: error`` for each model when it stops the server.
+    """
+    from winnow.server.batcher import FAILED, READY
+
+    batchers = app.state.server.batchers
+    while not server.should_exit:
+        states = [b.state for b in batchers.values()]
+        if any(state == READY for state in states):
+            return
+        if states and all(state == FAILED for state in states):
+            reasons.extend(f"{name}: {b.error}" for name, b in batchers.items())
+            logger.error("no model could be loaded; stopping the server")
+            server.should_exit = True
+            return
+        time.sleep(0.1)
