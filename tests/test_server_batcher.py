@@ -66,6 +66,20 @@ def docs(prefix: str, n: int) -> list[str]:
     return [prefix * (i + 1) for i in range(n)]
 
 
+async def until(condition) -> None:
+    while not condition():
+        await asyncio.sleep(0.005)
+
+
+async def hold_model(b: Batcher, rec: Recording, pairs=(("a", "1"),)) -> asyncio.Future:
+    """Submit ``pairs`` and wait until the model is inside that call, held at the gate."""
+    rec.gate.clear()
+    rec.entered.clear()
+    job = asyncio.ensure_future(b.submit(list(pairs)))
+    await until(rec.entered.is_set)
+    return job
+
+
 def test_large_job_is_split_and_reassembled_in_order():
     rec = Recording()
     b = started(rec, max_batch_pairs=4, max_wait=0)
@@ -80,16 +94,11 @@ def test_large_job_is_split_and_reassembled_in_order():
 def test_waiting_jobs_share_a_call_and_each_gets_its_own_scores():
     rec = Recording()
     b = started(rec, max_batch_pairs=100, max_wait=0)
-    rec.gate.clear()
-    rec.entered.clear()
 
     async def go():
-        first = asyncio.ensure_future(b.submit([("a", "1")]))
-        while not rec.entered.is_set():
-            await asyncio.sleep(0.005)
+        first = await hold_model(b, rec)
         rest = [asyncio.ensure_future(b.submit([("q", d) for d in docs(c, 3)])) for c in "xyz"]
-        while b.depth < 3:
-            await asyncio.sleep(0.005)
+        await until(lambda: b.depth == 3)
         rec.gate.set()
         return await first, await asyncio.gather(*rest)
 
@@ -104,20 +113,15 @@ def test_waiting_jobs_share_a_call_and_each_gets_its_own_scores():
 def test_listwise_jobs_are_never_split_or_merged_with_the_same_query():
     rec = Recording(score_type="rank")
     b = started(rec, max_batch_pairs=4, max_wait=0)
-    rec.gate.clear()
-    rec.entered.clear()
 
     async def go():
-        blocker = asyncio.ensure_future(b.submit([("z", "1")]))
-        while not rec.entered.is_set():
-            await asyncio.sleep(0.005)
+        blocker = await hold_model(b, rec, [("z", "1")])
         jobs = [
             asyncio.ensure_future(b.submit([("q", d) for d in docs("a", 6)])),  # > max_batch_pairs
             asyncio.ensure_future(b.submit([("q", d) for d in docs("b", 2)])),  # same query
             asyncio.ensure_future(b.submit([("r", d) for d in docs("c", 2)])),
         ]
-        while b.depth < 3:
-            await asyncio.sleep(0.005)
+        await until(lambda: b.depth == 3)
         rec.gate.set()
         await blocker
         return await asyncio.gather(*jobs)
@@ -133,16 +137,11 @@ def test_listwise_jobs_are_never_split_or_merged_with_the_same_query():
 def test_full_queue_raises_queue_full():
     rec = Recording()
     b = started(rec, max_queue=1, max_wait=0)
-    rec.gate.clear()
-    rec.entered.clear()
 
     async def go():
-        busy = asyncio.ensure_future(b.submit([("a", "1")]))
-        while not rec.entered.is_set():
-            await asyncio.sleep(0.005)
+        busy = await hold_model(b, rec)
         queued = asyncio.ensure_future(b.submit([("a", "2")]))
-        while b.depth < 1:
-            await asyncio.sleep(0.005)
+        await until(lambda: b.depth == 1)
         with pytest.raises(QueueFull, match="1 requests are already waiting"):
             await b.submit([("a", "3")])
         rec.gate.set()
@@ -159,16 +158,11 @@ def test_retry_after_is_the_time_to_drain_the_queue_at_the_measured_rate():
     assert b.retry_after() == 1  # nothing measured yet
     rec.seconds_per_pair = 0.01  # at most 100 pairs/s
     asyncio.run(b.submit([("q", d) for d in docs("x", 20)]))
-    rec.gate.clear()
-    rec.entered.clear()
 
     async def go():
-        busy = asyncio.ensure_future(b.submit([("a", "1")]))
-        while not rec.entered.is_set():
-            await asyncio.sleep(0.005)
+        busy = await hold_model(b, rec)
         queued = asyncio.ensure_future(b.submit([("a", "x")] * 500))
-        while b.depth < 1:
-            await asyncio.sleep(0.005)
+        await until(lambda: b.depth == 1)
         with pytest.raises(QueueFull) as info:
             await b.submit([("a", "3")])
         rec.seconds_per_pair = 0.0
@@ -205,10 +199,9 @@ def test_close_drains_queued_jobs_then_refuses_new_ones():
 
     async def go():
         jobs = [asyncio.ensure_future(b.submit([("q", d) for d in docs("x", 3)])) for _ in range(3)]
-        while not rec.entered.is_set():
-            await asyncio.sleep(0.005)
+        await until(rec.entered.is_set)
         closer = asyncio.ensure_future(asyncio.to_thread(b.close, 30))
-        await asyncio.sleep(0.05)
+        await until(lambda: not b.accepting)  # close() has begun: new jobs are refused
         with pytest.raises(NotAccepting, match="shutting down"):
             await b.submit([("q", "late")])
         rec.gate.set()

@@ -155,6 +155,11 @@ class Batcher:
         return stopped
 
     @property
+    def accepting(self) -> bool:
+        """New jobs are taken: the model is ready and :meth:`close` has not been called."""
+        return self.state == READY and not self._closing
+
+    @property
     def depth(self) -> int:
         """Jobs waiting for the model (not yet fully handed to it)."""
         return len(self._queue)
