@@ -94,6 +94,8 @@ def test_memo_off_and_dropped_on_unload(tiny_bi_encoder, fresh_cache, encode_spy
     winnow.unload(tiny_bi_encoder)
     on.encode(TEXTS[:1])  # reloads: a fresh memo, not the dropped one
     assert on.memo is not memo and len(on.memo) == 1
+    with pytest.raises(winnow.ConfigError, match="memo_mb must be a number of MiB >= 0"):
+        winnow.load_reranker(tiny_bi_encoder, kind="bi-encoder", memo_mb="lots").load()
 
 
 def test_memo_is_bounded_least_recently_used_first():

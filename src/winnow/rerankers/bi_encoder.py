@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from winnow.errors import ConfigError
 from winnow.rerankers._torch import from_pretrained_kwargs, quantize_int8
 from winnow.rerankers.base import PairScores, Reranker, RerankerConfig
 from winnow.rerankers.cache import EMBEDDINGS, MODELS, EmbeddingMemo
@@ -54,7 +55,9 @@ class BiEncoderReranker(Reranker):
             key, lambda: load_sentence_transformer(c.model, c.device, c.dtype)
         )
         self._max_length = int(c.max_length or self.model.max_seq_length or 512)
-        memo_mb = float(c.option("memo_mb", DEFAULT_MEMO_MB))
+        memo_mb = c.option("memo_mb", DEFAULT_MEMO_MB)
+        if isinstance(memo_mb, bool) or not isinstance(memo_mb, (int, float)) or memo_mb < 0:
+            raise ConfigError(f"memo_mb must be a number of MiB >= 0 (0: no memo), got {memo_mb!r}")
         self.memo = EMBEDDINGS.get_or_create(
             (*key, self._max_length, memo_mb),
             lambda: EmbeddingMemo(int(memo_mb * 2**20)),
