@@ -4,9 +4,8 @@ Two shapes: Cohere/Jina (``POST /v1/rerank``) and Hugging Face TEI (``POST /rera
 are ignored so that clients written for those services work unchanged. Booleans are strict (``0`` or
 ``"true"`` is a 422 naming the field, not silently converted) and integers take exactly what JSON
 Schema calls an integer (``3`` or ``3.0``, not ``3.5``), so what the server accepts is what its
-OpenAPI schema says. Limits that the operator
-configures (documents per request, characters) are checked by the app, not here, because they are
-not known when the schema is built.
+OpenAPI schema says. Limits that the operator configures (documents per request, characters) are
+checked by the app, not here, because they are not known when the schema is built.
 """
 
 from __future__ import annotations
