@@ -6,12 +6,16 @@ A reader never sees a half-written run, qrels file or cache entry, even when the
 from __future__ import annotations
 
 import contextlib
+import json
+import logging
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
+
+logger = logging.getLogger(__name__)
 
 
 @contextlib.contextmanager
@@ -56,3 +60,23 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def read_json_entry(path: Path | None) -> Any:
+    """A cache entry written by :func:`write_json_atomic`, or None when absent or unreadable.
+
+    A damaged entry is logged and ignored (the caller recomputes it), never trusted.
+    """
+    if path is None or not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        logger.warning("ignoring unreadable cache entry %s: %s", path, exc)
+        return None
+
+
+def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
+    """Write ``data`` as JSON so that readers see the old file or the whole new one."""
+    with atomic_open(path) as f:
+        json.dump(data, f)

@@ -22,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from winnow._fs import read_json_entry, write_json_atomic
 from winnow.errors import ConfigError, DatasetError
 from winnow.pipeline.base import Context, Stage, top_docs
 from winnow.rerankers.base import Reranker
@@ -55,13 +56,6 @@ def reranker_identity(reranker: Reranker) -> list[Any]:
         # options that cannot change a score (progress bars) stay out of the cache key
         [[k, repr(v)] for k, v in c.options if k != "show_progress"],
     ]
-
-
-def _write_json_atomic(path: Path, data: Any) -> None:
-    from winnow._fs import atomic_open
-
-    with atomic_open(path) as f:
-        json.dump(data, f)
 
 
 def stack_tail(head: Mapping[str, float], tail: Sequence[str]) -> dict[str, float]:
@@ -123,7 +117,7 @@ class RescoreStage(Stage):
         with ctx.timed(self.label, self.phase, len(qids)) as record:
             record.pairs = pairs
             cache_path = self._cache_path(queries, qids, heads, ctx)
-            scores = self._load_cache(cache_path)
+            scores = read_json_entry(cache_path)
             record.cached = scores is not None
             if scores is None:
                 texts = [queries[qid] for qid in qids]
@@ -131,7 +125,7 @@ class RescoreStage(Stage):
                 lists = self.score(texts, docs, ctx)
                 scores = {qid: dict(zip(heads[qid], map(float, s))) for qid, s in zip(qids, lists)}
                 if cache_path is not None:
-                    _write_json_atomic(cache_path, scores)
+                    write_json_atomic(cache_path, scores)
         return {qid: stack_tail(scores[qid], tails[qid]) for qid in qids}
 
     # -- cache ---------------------------------------------------------------------------------
@@ -146,16 +140,6 @@ class RescoreStage(Stage):
         for qid in qids:
             h.update(json.dumps([qid, queries[qid], heads[qid]]).encode())
         return ctx.cache_dir / "rerank" / f"{h.hexdigest()}.json"
-
-    @staticmethod
-    def _load_cache(path: Path | None) -> dict[str, dict[str, float]] | None:
-        if path is None or not path.is_file():
-            return None
-        try:
-            return json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:  # a damaged entry is recomputed, never trusted
-            logger.warning("ignoring unreadable rerank cache entry %s: %s", path, exc)
-            return None
 
     def _groups(self, n: int, ctx: Context, desc: str):
         size = self.batch_queries or max(n, 1)

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from winnow._fs import read_json_entry, write_json_atomic
 from winnow.errors import ConfigError
 from winnow.pipeline.base import Context, Stage, StageTiming
 from winnow.types import Run
@@ -92,7 +93,7 @@ class Retriever(Stage):
         else:
             path = self._cache_path(queries, ctx)
             started = time.perf_counter()
-            result = _read_json(path)
+            result = read_json_entry(path)
             if result is not None:
                 seconds = time.perf_counter() - started
                 ctx.timings.append(
@@ -103,27 +104,10 @@ class Retriever(Stage):
                 with ctx.timed(self.label, "retrieve", len(queries)) as record:
                     result = retriever.search(dict(queries), top_k=self.top_k)
                     if path is not None:
-                        _write_json(path, result)
+                        write_json_atomic(path, result)
                 record.parts = dict(getattr(retriever, "timings", {}) or {})
             ctx.memo[key] = result
         return {qid: dict(ranking) for qid, ranking in ctx.memo[key].items()}
-
-
-def _read_json(path: Path | None) -> Any:
-    if path is None or not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:  # a damaged entry is recomputed, never trusted
-        logger.warning("ignoring unreadable cache entry %s: %s", path, exc)
-        return None
-
-
-def _write_json(path: Path, data: Any) -> None:
-    from winnow._fs import atomic_open
-
-    with atomic_open(path) as f:
-        json.dump(data, f)
 
 
 class BM25(Retriever):
