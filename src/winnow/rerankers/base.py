@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from winnow.errors import ConfigError, InputError
+from winnow.rerankers.options import RerankerOptions, options_instance
 
 logger = logging.getLogger(__name__)
 
@@ -150,6 +151,8 @@ class Reranker(ABC):
     kind: ClassVar[str] = "reranker"
     #: "relevance" for model scores, "rank" for listwise rerankers whose scores only encode an order.
     score_type: ClassVar[str] = "relevance"
+    #: The frozen dataclass declaring the kind's options (see ``winnow.rerankers.options``).
+    options_class: ClassVar[type] = RerankerOptions
 
     def __init__(self, config: RerankerConfig):
         if config.activation not in ACTIVATIONS:
@@ -157,6 +160,8 @@ class Reranker(ABC):
                 f"activation={config.activation!r} is not one of {', '.join(ACTIVATIONS)}"
             )
         self.config = config
+        #: the options, typed, with the declared defaults filled in
+        self.options = options_instance(self.kind, self.options_class, dict(config.options))
         self._lock = threading.RLock()
         self._loaded = False
         self._warmed = False

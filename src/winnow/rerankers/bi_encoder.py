@@ -8,12 +8,15 @@ object is the encoder behind dense retrieval (``encode_queries`` / ``encode_docu
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from winnow.errors import ConfigError
 from winnow.rerankers._torch import from_pretrained_kwargs, quantize_int8
 from winnow.rerankers.base import PairScores, Reranker, RerankerConfig
 from winnow.rerankers.cache import EMBEDDINGS, MODELS, EmbeddingMemo
+from winnow.rerankers.options import RerankerOptions, option
 
 #: Default bound of the embedding memo shared by every bi-encoder instance of one model (MiB).
 DEFAULT_MEMO_MB = 256
@@ -30,6 +33,19 @@ def load_sentence_transformer(path: str, device: str, dtype: str):
     return model
 
 
+@dataclass(frozen=True)
+class BiEncoderOptions(RerankerOptions):
+    """Options of the ``bi-encoder`` kind."""
+
+    query_prompt: str | None = option(None, "prefix of every query, e.g. 'query: ' for E5")
+    document_prompt: str | None = option(None, "prefix of every document, e.g. 'passage: '")
+    memo_mb: float = option(
+        DEFAULT_MEMO_MB,
+        "bound of the embedding memo in MiB (0: no memo)",
+        must="a number of MiB >= 0 (0: no memo)",
+    )
+
+
 class BiEncoderReranker(Reranker):
     """Embeds queries and documents separately; the score of a pair is their cosine similarity.
 
@@ -42,6 +58,7 @@ class BiEncoderReranker(Reranker):
     """
 
     kind = "bi-encoder"
+    options_class = BiEncoderOptions
 
     def __init__(self, config: RerankerConfig):
         super().__init__(config)

@@ -8,6 +8,7 @@ upcast to float32 before any activation. Scores equal ``CrossEncoder.predict`` w
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -17,6 +18,7 @@ from winnow.rerankers._tokens import PairTokenizer, pad_batch
 from winnow.rerankers._torch import from_pretrained_kwargs, prepare_model
 from winnow.rerankers.base import PairScores, Reranker, RerankerConfig
 from winnow.rerankers.cache import MODELS
+from winnow.rerankers.options import RerankerOptions, option
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +65,16 @@ def load_sequence_classifier(path: str, device: str, dtype: str, first_token_onl
     return model, tokenizer
 
 
+@dataclass(frozen=True)
+class CrossEncoderOptions(RerankerOptions):
+    """Options of the ``cross-encoder`` kind."""
+
+    max_query_length: int | None = option(None, "tokens a query may use (half of max_length)")
+    first_token_only: bool = option(
+        True, "compute the last layer for the first token only (all the head reads)"
+    )
+
+
 class CrossEncoderReranker(Reranker):
     """Scores each (query, document) pair jointly with a sequence-classification transformer.
 
@@ -73,6 +85,7 @@ class CrossEncoderReranker(Reranker):
     """
 
     kind = "cross-encoder"
+    options_class = CrossEncoderOptions
 
     def __init__(self, config: RerankerConfig):
         super().__init__(config)

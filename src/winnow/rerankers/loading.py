@@ -1,4 +1,8 @@
-"""``load_reranker``: the one way to get a reranker, cached per (model, kind, device, dtype, options)."""
+"""``load_reranker``: the one way to get a reranker, cached per (model, kind, device, dtype, options).
+
+``load_spec`` does the same for a model spec as the command line writes it
+(``KIND:MODEL?KEY=VALUE&...``, see :mod:`winnow.rerankers.registry`).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,8 @@ from winnow.rerankers.base import Reranker, RerankerConfig
 from winnow.rerankers.cache import RERANKERS
 from winnow.rerankers.devices import resolve_device, resolve_dtype
 from winnow.rerankers.hub import infer_kind, resolve_model_path
-from winnow.rerankers.registry import get_kind
+from winnow.rerankers.options import check_options, parse_text_options, split_loader_options
+from winnow.rerankers.registry import ModelRef, get_kind, parse_model_ref
 
 
 def _freeze(value: Any) -> Any:
@@ -46,8 +51,9 @@ def load_reranker(
             bfloat16/float16 on GPUs and float32 on CPU when omitted.
         max_length: longest input in tokens (the model's own limit when omitted).
         activation: ``none`` (raw scores, the default), ``sigmoid`` or ``softmax`` (two-label models).
-        **options: kind-specific settings, e.g. ``max_query_length``, ``max_tokens`` (token budget
-            per batch), ``max_batch_size``, ``show_progress``.
+        **options: the kind's options (its ``options_class``, e.g. ``max_query_length``,
+            ``max_tokens`` (token budget per batch), ``max_batch_size``, ``show_progress``); an
+            unknown name or a value of the wrong type is a ConfigError listing the valid ones.
 
     The same arguments give the same instance, across calls and threads. The weights load lazily on
     first use (or ``reranker.load()``) and are shared by instances that differ only in options.
@@ -61,6 +67,7 @@ def load_reranker(
         path = resolve_model_path(model)
     kind = kind or infer_kind(path)
     cls = get_kind(kind)
+    check_options(kind, cls.options_class, options)
     resolved_device = resolve_device(device)
     resolved_dtype = resolve_dtype(dtype, resolved_device)
     if max_length is not None and (not isinstance(max_length, int) or max_length < 8):
@@ -81,3 +88,29 @@ def load_reranker(
         return cls(config)
 
     return RERANKERS.get_or_create(key, build)
+
+
+def load_model_ref(ref: ModelRef, **defaults: Any) -> Reranker:
+    """``load_reranker`` for a parsed model spec: its text options converted to the kind's types.
+
+    ``defaults`` are ``load_reranker`` keywords (``device``, ``dtype``, options...) that the spec's
+    own options override. The kind is inferred from the model's files when the spec names none.
+    """
+    text = dict(ref.options)
+    kind = ref.kind
+    if kind is None:
+        if text.get("backend") == "ollama":
+            raise ConfigError(
+                f"model spec for {ref.model!r} with backend=ollama needs a kind: "
+                f"llm:{ref.model}?... or llm-listwise:{ref.model}?..."
+            )
+        kind = infer_kind(resolve_model_path(ref.model))
+    cls = get_kind(kind)
+    typed = parse_text_options(kind, cls.options_class, text)
+    loader, options = split_loader_options({**defaults, **typed})
+    return load_reranker(ref.model, kind, **loader, **options)
+
+
+def load_spec(spec: str, **defaults: Any) -> Reranker:
+    """The reranker a model spec (``[KIND:]MODEL[?KEY=VALUE&...]``) names; see ``load_model_ref``."""
+    return load_model_ref(parse_model_ref(spec), **defaults)

@@ -13,7 +13,7 @@ import logging
 
 import numpy as np
 
-from winnow.errors import ConfigError, ModelLoadError
+from winnow.errors import ConfigError, ModelLoadError, WinnowError
 from winnow.rerankers._tokens import pad_batch
 from winnow.rerankers._torch import from_pretrained_kwargs, prepare_model
 from winnow.rerankers.cache import MODELS
@@ -22,9 +22,36 @@ from winnow.rerankers.engine import batch_limits, run_batches
 logger = logging.getLogger(__name__)
 
 
-def load_causal_lm(path: str, device: str, dtype: str):
-    """Load (model, tokenizer) of a causal LM, refusing models that are not one."""
+class AccelerateMissingError(WinnowError, ImportError):
+    """``device_map`` was given and the ``accelerate`` package, which places the layers, is missing."""
+
+    def __init__(self, device_map: str):
+        super().__init__(
+            f"device_map={device_map!r} needs the accelerate package, which is not installed. "
+            "Install it with: pip install accelerate"
+        )
+
+
+def require_accelerate(device_map: str) -> None:
+    try:
+        import accelerate  # noqa: F401
+    except ImportError as exc:
+        raise AccelerateMissingError(device_map) from exc
+
+
+def load_causal_lm(path: str, device: str, dtype: str, device_map: str | None = None):
+    """Load (model, tokenizer) of a causal LM, refusing models that are not one.
+
+    ``device_map`` (``"auto"``, ``"balanced"``, ...) is handed to ``from_pretrained``, where
+    accelerate spreads the layers over the devices there are (for models larger than one device);
+    the model then stays where accelerate put it instead of being moved to ``device``.
+    """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    if device_map is not None:
+        if dtype == "int8":
+            raise ConfigError("device_map cannot be combined with dtype='int8' (CPU quantisation)")
+        require_accelerate(device_map)
 
     try:
         config = AutoConfig.from_pretrained(path)
@@ -39,20 +66,33 @@ def load_causal_lm(path: str, device: str, dtype: str):
     tokenizer = AutoTokenizer.from_pretrained(path)
     if getattr(tokenizer, "backend_tokenizer", None) is None:
         raise ModelLoadError(f"{path!r} has no fast (tokenizer.json) tokenizer; winnow needs one")
-    model = AutoModelForCausalLM.from_pretrained(path, **from_pretrained_kwargs(dtype))
+    kwargs = from_pretrained_kwargs(dtype)
+    if device_map is not None:
+        kwargs["device_map"] = device_map
+    model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     if model.base_model is model:
         raise ModelLoadError(
             f"{type(model).__name__} exposes no base model (base_model_prefix); winnow needs it "
             "to read the last hidden state without computing full-vocabulary logits"
         )
+    if device_map is not None:
+        return model.eval(), tokenizer
     return prepare_model(model, device, dtype), tokenizer
 
 
-def shared_causal_lm(path: str, device: str, dtype: str):
+def shared_causal_lm(path: str, device: str, dtype: str, device_map: str | None = None):
     """The process-wide (model, tokenizer) for ``path``: pointwise and listwise rerankers share it."""
-    return MODELS.get_or_create(
-        ("causal-lm", path, device, dtype), lambda: load_causal_lm(path, device, dtype)
-    )
+    key = ("causal-lm", path, device, dtype)
+    if device_map is not None:
+        key = (*key, device_map)
+    return MODELS.get_or_create(key, lambda: load_causal_lm(path, device, dtype, device_map))
+
+
+def input_device(model, device: str) -> str:
+    """Where input ids go: ``device``, or the embeddings' device of a model accelerate placed."""
+    if getattr(model, "hf_device_map", None):
+        return str(model.get_input_embeddings().weight.device)
+    return device
 
 
 def single_token_id(tokenizer, text: str, option: str) -> int:
@@ -110,9 +150,10 @@ def last_position_logits(model, ids: np.ndarray, mask: np.ndarray, rows, bias, d
             input_ids=input_ids, attention_mask=attention, position_ids=positions, use_cache=False
         )
         hidden = out.last_hidden_state[:, -1].float()
-    logits = hidden @ rows.T
+    # with a device map the last layer and the LM head may sit on different devices
+    logits = hidden @ rows.to(hidden.device).T
     if bias is not None:
-        logits = logits + bias
+        logits = logits + bias.to(hidden.device)
     config = model.config
     scale = getattr(config, "logit_scale", None)  # Cohere multiplies the head's output
     if isinstance(scale, (int, float)):
@@ -143,6 +184,7 @@ class HFGenerationBackend:
         self.use_chat_template = bool(options.get("chat_template", True)) and bool(
             getattr(tokenizer, "chat_template", None)
         )
+        self.device = input_device(model, device)
 
     def render(self, messages: list[dict], answer_prefix: str = "") -> str:
         from winnow.rerankers.llm.prompts import render_plain

@@ -19,14 +19,17 @@ from __future__ import annotations
 import logging
 import threading
 from collections import Counter
-from typing import Protocol
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import numpy as np
 
 from winnow.errors import ConfigError
 from winnow.rerankers.base import PairScores, Reranker, RerankerConfig
+from winnow.rerankers.llm.ollama import OllamaOptions
 from winnow.rerankers.llm.parsing import parse_permutation
 from winnow.rerankers.llm.prompts import identifiers, listwise_messages
+from winnow.rerankers.options import RerankerOptions, option
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +74,26 @@ def truncate_words(text: str, max_words: int) -> tuple[str, bool]:
     return " ".join(words[:max_words]), True
 
 
+@dataclass(frozen=True)
+class LLMListwiseOptions(RerankerOptions, OllamaOptions):
+    """Options of the ``llm-listwise`` kind (the Ollama ones are read with ``backend="ollama"``)."""
+
+    backend: Any = option(  # noqa: RUF009 - option() returns a dataclasses.field
+        "hf", "hf (transformers), ollama, or an object implementing ListwiseBackend"
+    )
+    mode: str = option("generate", "generate (a permutation) or first (first-token logits)")
+    window: int = option(20, "passages per window")
+    stride: int | None = option(None, "positions between windows (half the window)")
+    passes: int = option(1, "sweeps over the list")
+    top_k: int = option(100, "candidates reranked; the rest keep their order below")
+    max_passage_words: int = option(100, "words of each passage shown to the model")
+    max_new_tokens: int | None = option(None, "tokens generated per window (6 * window + 8)")
+    chat_template: bool = option(True, "render prompts with the tokenizer's chat template (hf)")
+    device_map: str | None = option(
+        None, "accelerate device map (auto, balanced...) for a model larger than one device"
+    )
+
+
 class LLMListwiseReranker(Reranker):
     """Sliding-window listwise reranker on a causal LM (transformers or Ollama).
 
@@ -87,18 +110,19 @@ class LLMListwiseReranker(Reranker):
 
     kind = "llm-listwise"
     score_type = "rank"
+    options_class = LLMListwiseOptions
 
     def __init__(self, config: RerankerConfig, backend: ListwiseBackend | None = None):
         super().__init__(config)
-        opt = config.option
-        self.mode = opt("mode", "generate")
+        o = self.options
+        self.mode = o.mode
         if self.mode not in MODES:
             raise ConfigError(f"mode={self.mode!r} is not one of {', '.join(MODES)}")
-        self.window = int(opt("window", 20))
-        self.stride = int(opt("stride", max(1, self.window // 2)))
-        self.passes = int(opt("passes", 1))
-        self.top_k = int(opt("top_k", 100))
-        self.max_passage_words = int(opt("max_passage_words", 100))
+        self.window = o.window
+        self.stride = o.stride if o.stride is not None else max(1, self.window // 2)
+        self.passes = o.passes
+        self.top_k = o.top_k
+        self.max_passage_words = o.max_passage_words
         if self.window < 2 or not 1 <= self.stride <= self.window:
             raise ConfigError(
                 f"window must be >= 2 and stride between 1 and window; got window={self.window}, "
@@ -108,8 +132,8 @@ class LLMListwiseReranker(Reranker):
             raise ConfigError("passes, top_k and max_passage_words must be >= 1")
         self.style = "letters" if self.mode == "first" else "numbers"
         identifiers(self.window, self.style)  # validates the window size for letters
-        self.max_new_tokens = int(opt("max_new_tokens", 6 * self.window + 8))
-        self.backend_name = opt("backend", "hf")
+        self.max_new_tokens = o.max_new_tokens or 6 * self.window + 8
+        self.backend_name = o.backend
         if backend is None and not isinstance(self.backend_name, str):
             backend, self.backend_name = self.backend_name, "custom"  # an object given as option
         if backend is None and self.backend_name not in ("hf", "ollama"):
@@ -127,14 +151,14 @@ class LLMListwiseReranker(Reranker):
         if self.backend_name == "ollama":
             from winnow.rerankers.llm.ollama import OllamaListwiseBackend, client_from_options
 
-            client = client_from_options(c.model, dict(c.options))
+            client = client_from_options(c.model, self.options)
             client.check_model()
             self.backend = OllamaListwiseBackend(client)
             return
         from winnow.rerankers.llm.hf_backend import HFGenerationBackend, shared_causal_lm
         from winnow.rerankers.llm.pointwise import DEFAULT_MAX_LENGTH, model_length_limit
 
-        model, tokenizer = shared_causal_lm(c.model, c.device, c.dtype)
+        model, tokenizer = shared_causal_lm(c.model, c.device, c.dtype, self.options.device_map)
         limit = model_length_limit(model, tokenizer) or DEFAULT_MAX_LENGTH
         self.backend = HFGenerationBackend(
             model, tokenizer, c.device, c.dtype, int(c.max_length or limit), dict(c.options)

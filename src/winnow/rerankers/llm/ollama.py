@@ -15,17 +15,31 @@ import math
 import re
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from winnow.errors import ConfigError, WinnowError, require
 from winnow.rerankers.base import PairScores
+from winnow.rerankers.options import option
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_URL = "http://127.0.0.1:11434"
 TOP_LOGPROBS = 20
+
+
+@dataclass(frozen=True)
+class OllamaOptions:
+    """Options of the LLM kinds that only ``backend="ollama"`` reads."""
+
+    ollama_url: str = option(DEFAULT_URL, "the Ollama server (backend=ollama)")
+    timeout: float = option(120.0, "seconds per Ollama request")
+    max_retries: int = option(3, "retries on connection errors and 5xx answers")
+    backoff: float = option(0.5, "seconds before the first retry (doubling after)")
+    concurrency: int = option(4, "Ollama requests in flight")
+    keep_alive: int | str = option("10m", "how long Ollama keeps the model loaded")
 
 
 class OllamaError(WinnowError):
@@ -157,15 +171,16 @@ def _error_text(response) -> str:
         return response.text[:300]
 
 
-def client_from_options(model: str, options: dict) -> OllamaClient:
+def client_from_options(model: str, options: OllamaOptions) -> OllamaClient:
+    """The client for ``model`` with a reranker's (typed) Ollama options."""
     return OllamaClient(
         model,
-        url=options.get("ollama_url", DEFAULT_URL),
-        timeout=float(options.get("timeout", 120.0)),
-        max_retries=int(options.get("max_retries", 3)),
-        backoff=float(options.get("backoff", 0.5)),
-        concurrency=int(options.get("concurrency", 4)),
-        keep_alive=options.get("keep_alive", "10m"),
+        url=options.ollama_url,
+        timeout=float(options.timeout),
+        max_retries=options.max_retries,
+        backoff=float(options.backoff),
+        concurrency=options.concurrency,
+        keep_alive=options.keep_alive,
     )
 
 

@@ -11,6 +11,7 @@ request (see :mod:`winnow.rerankers.llm.ollama`).
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -19,12 +20,22 @@ from winnow.rerankers._tokens import encode_texts, pad_batch
 from winnow.rerankers.base import PairScores, Reranker, RerankerConfig
 from winnow.rerankers.llm.hf_backend import (
     head_rows,
+    input_device,
     last_position_logits,
     pad_id_of,
     shared_causal_lm,
     single_token_id,
 )
-from winnow.rerankers.llm.prompts import pointwise_template
+from winnow.rerankers.llm.ollama import OllamaOptions
+from winnow.rerankers.llm.prompts import (
+    CHAT,
+    DEFAULT_PRESET,
+    PointwiseTemplate,
+    chat_template_for,
+    pointwise_template,
+    preset_for_model,
+)
+from winnow.rerankers.options import RerankerOptions, option
 
 logger = logging.getLogger(__name__)
 
@@ -41,47 +52,97 @@ def model_length_limit(model, tokenizer) -> int | None:
     return min(limits) if limits else None
 
 
-class LLMPointwiseReranker(Reranker):
-    """Yes/no LLM reranker (Qwen3-Reranker, bge-reranker-v2-gemma, or your own prompt).
+@dataclass(frozen=True)
+class LLMPointwiseOptions(RerankerOptions, OllamaOptions):
+    """Options of the ``llm-pointwise`` kind (the Ollama ones are read with ``backend="ollama"``)."""
 
-    Options: ``backend`` (``hf`` or ``ollama``), ``template`` (``qwen3``, ``bge-gemma`` or a string
-    with ``{query}``, ``{document}`` and optionally ``{instruction}``), ``instruction``,
+    backend: str = option("hf", "hf (transformers) or ollama", must="'hf' or 'ollama'")
+    template: str | None = option(
+        None,
+        "qwen3, bge-gemma, chat (the tokenizer's chat template) or a string with {query} and "
+        "{document}; unset: the known reranker's preset, else chat for a tokenizer with a chat "
+        "template, else qwen3",
+    )
+    instruction: str | None = option(None, "the {instruction} of the template (preset's default)")
+    true_token: str | None = option(None, "the single token whose logit scores 'relevant'")
+    false_token: str | None = option(
+        "", "the single token of 'not relevant' (none: score with the true token alone)"
+    )
+    max_query_length: int | None = option(None, "tokens a query may use (half of max_length)")
+    add_special_tokens: bool = option(True, "prepend the tokenizer's BOS (not with chat templates)")
+    device_map: str | None = option(
+        None, "accelerate device map (auto, balanced...) for a model larger than one device"
+    )
+
+
+class LLMPointwiseReranker(Reranker):
+    """Yes/no LLM reranker (Qwen3-Reranker, bge-reranker-v2-gemma, an instruct model, your prompt).
+
+    Options (:class:`LLMPointwiseOptions`): ``backend`` (``hf`` or ``ollama``), ``template``
+    (``qwen3``, ``bge-gemma``, ``chat`` or a string with ``{query}``, ``{document}`` and optionally
+    ``{instruction}``; when unset, chosen from the model: the preset of a known reranker by its name,
+    else ``chat`` when the tokenizer has a chat template, else ``qwen3``), ``instruction``,
     ``true_token`` / ``false_token`` (single tokens; ``false_token=None`` scores with the true
     token's logit alone), ``max_query_length``, ``max_tokens``, ``max_batch_size``,
-    ``show_progress``; for Ollama also ``ollama_url``, ``timeout``, ``max_retries``,
-    ``concurrency``, ``keep_alive``.
+    ``show_progress``, ``device_map`` (accelerate); for Ollama also ``ollama_url``, ``timeout``,
+    ``max_retries``, ``concurrency``, ``keep_alive``.
     """
 
     kind = "llm-pointwise"
+    options_class = LLMPointwiseOptions
 
     def __init__(self, config: RerankerConfig):
         super().__init__(config)
-        self.backend = config.option("backend", "hf")
+        o = self.options
+        self.backend = o.backend
         if self.backend not in BACKENDS:
             raise ConfigError(f"backend={self.backend!r} is not one of {', '.join(BACKENDS)}")
-        self.template = pointwise_template(
-            config.option("template"),
-            config.option("instruction"),
-            config.option("true_token"),
-            config.option("false_token", ""),
-        )
+        if self.backend == "ollama" and o.template == CHAT:
+            raise ConfigError(
+                "template='chat' needs the tokenizer, which backend='ollama' does not have; "
+                "give a preset or a template string"
+            )
+        if self.backend == "ollama" and o.device_map is not None:
+            raise ConfigError("device_map is an option of backend='hf', not of 'ollama'")
+        # An explicit template is checked now; an unset one (or "chat") is chosen at load time,
+        # when the tokenizer is known.
+        self.template = None
+        name = o.template or preset_for_model(config.model)
+        if name is not None and name != CHAT:
+            self.template = self._build_template(name)
+        elif self.backend == "ollama":
+            self.template = self._build_template(DEFAULT_PRESET)
         self.model = None
         self.tokenizer = None
         self.client = None
+        self.uses_chat_template = False
+
+    def _build_template(self, name: str | None, tokenizer=None) -> PointwiseTemplate:
+        o = self.options
+        if name == CHAT:
+            template = chat_template_for(tokenizer, o.instruction, o.true_token, o.false_token)
+        else:
+            template = pointwise_template(name, o.instruction, o.true_token, o.false_token)
         # A yes/no difference is a log-odds: sigmoid of it is the probability of "yes".
-        self.num_labels = 2 if self.template.false_token is not None else 1
+        self.num_labels = 2 if template.false_token is not None else 1
+        return template
 
     # -- loading -----------------------------------------------------------------------------
     def _load(self) -> None:
         if self.backend == "ollama":
             from winnow.rerankers.llm.ollama import client_from_options
 
-            self.client = client_from_options(self.config.model, dict(self.config.options))
+            self.client = client_from_options(self.config.model, self.options)
             self.client.check_model()
             return
-        c = self.config
-        self.model, self.tokenizer = shared_causal_lm(c.model, c.device, c.dtype)
+        c, o = self.config, self.options
+        self.model, self.tokenizer = shared_causal_lm(c.model, c.device, c.dtype, o.device_map)
+        self.input_device = input_device(self.model, c.device)
         tok = self.tokenizer
+        if self.template is None:
+            chat = o.template == CHAT or bool(getattr(tok, "chat_template", None))
+            self.template = self._build_template(CHAT if chat else DEFAULT_PRESET, tok)
+            self.uses_chat_template = chat
         limit = model_length_limit(self.model, tok)
         self._max_length = int(c.max_length or min(limit or DEFAULT_MAX_LENGTH, DEFAULT_MAX_LENGTH))
         if limit and self._max_length > limit:
@@ -99,10 +160,11 @@ class LLMPointwiseReranker(Reranker):
         self.text_tokenizer.no_padding()
         self.pad = pad_id_of(tok)
         # The tokenizer's own leading special tokens (BOS), as tokenizer(prompt) would add them.
+        # A chat template writes its own (as apply_chat_template(tokenize=True) does).
         with_special = tok("x", add_special_tokens=True)["input_ids"]
         plain = tok("x", add_special_tokens=False)["input_ids"]
         lead = with_special[: len(with_special) - len(plain)] if plain else []
-        if not bool(c.option("add_special_tokens", True)):
+        if not o.add_special_tokens or self.uses_chat_template:
             lead = []
         enc = self._encode_pieces
         self.prefix_ids = list(lead) + enc(t.prefix)
@@ -116,7 +178,7 @@ class LLMPointwiseReranker(Reranker):
                 f"the template's {fixed} tokens"
             )
         self.room = room
-        max_query = int(c.option("max_query_length") or self._max_length // 2)
+        max_query = int(o.max_query_length or self._max_length // 2)
         self.max_query_length = max(1, min(max_query, room - 1))
 
     def _encode_pieces(self, text: str) -> list[int]:
@@ -169,7 +231,7 @@ class LLMPointwiseReranker(Reranker):
 
             return score_pointwise(self.client, self.template, pairs, self.config.max_length)
         seqs, lengths, truncated = self.encode_pairs(pairs)
-        device, dtype = self.config.device, self.config.dtype
+        device, dtype = self.input_device, self.config.dtype
         two = len(self.token_ids) == 2
 
         def forward(idx: np.ndarray) -> np.ndarray:

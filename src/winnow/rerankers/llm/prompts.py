@@ -9,6 +9,11 @@ call. Presets reproduce the prompts documented in the model cards:
   ``logit("yes") - logit("no")`` (``sigmoid`` of it is the model card's probability).
 * ``bge-gemma`` — bge-reranker-v2-gemma: ``A: {query}\\nB: {document}\\n`` followed by the prompt
   asking for 'Yes' or 'No'; the model card scores with ``logit("Yes")`` alone (``false_token=None``).
+* ``chat`` — any instruct model (Gemma-it, Llama-3.x-Instruct, Mistral-Instruct...): the Qwen3
+  question as one user turn, rendered with the tokenizer's own chat template with the assistant turn
+  opened, so that the yes/no is read where the model's answer starts (:func:`chat_template_for`).
+
+:func:`preset_for_model` picks the preset from the model's name when no template is given.
 
 Listwise prompts follow RankZephyr (a system message and one user message listing the passages as
 ``[1] ... [n]``, answer ``[2] > [1] > ...``); the FIRST-style single-token mode uses letters
@@ -41,6 +46,64 @@ PRESETS: dict[str, tuple[str, str, str, str | None]] = {
     "bge-gemma": (BGE_GEMMA_TEMPLATE, BGE_GEMMA_INSTRUCTION, "Yes", None),
 }
 DEFAULT_PRESET = "qwen3"
+#: The template that renders the prompt with the tokenizer's chat template (see chat_template_for).
+CHAT = "chat"
+
+#: Known reranker checkpoints, by a piece of their (lower-cased) name, and the preset they need.
+KNOWN_RERANKERS: dict[str, str] = {
+    "bge-reranker-v2-gemma": "bge-gemma",
+    "qwen3-reranker": "qwen3",
+}
+
+CHAT_USER_TURN = (
+    "Judge whether the Document meets the requirements based on the Query and the Instruct "
+    'provided. Note that the answer can only be "yes" or "no".\n'
+    "<Instruct>: {instruction}\n<Query>: {query}\n<Document>: {document}"
+)
+_QUERY_MARK, _DOCUMENT_MARK = "\x00WINNOW-QUERY\x00", "\x00WINNOW-DOCUMENT\x00"
+
+
+def preset_for_model(model: str) -> str | None:
+    """The preset a known reranker checkpoint needs (by its hub id or folder name), else None."""
+    name = model.replace("\\", "/").rstrip("/").lower()
+    for piece, preset in KNOWN_RERANKERS.items():
+        if piece in name:
+            return preset
+    return None
+
+
+def chat_template_for(
+    tokenizer,
+    instruction: str | None = None,
+    true_token: str | None = None,
+    false_token: str | None = "",
+) -> PointwiseTemplate:
+    """The pointwise question as one user turn, rendered with ``tokenizer``'s chat template.
+
+    The generation prompt is added, so the prompt ends where the assistant's answer starts and the
+    next-token yes/no logits are read there. Only a user turn is sent (Gemma's template refuses a
+    system turn).
+    """
+    if not getattr(tokenizer, "chat_template", None):
+        raise ConfigError(
+            "template='chat' needs a tokenizer with a chat template, and this one has none; "
+            f"use one of {', '.join(PRESETS)} or a string with {{query}} and {{document}}"
+        )
+    user = CHAT_USER_TURN.format(
+        instruction=QWEN3_INSTRUCTION if instruction is None else instruction,
+        query=_QUERY_MARK,
+        document=_DOCUMENT_MARK,
+    )
+    text = tokenizer.apply_chat_template(
+        [{"role": "user", "content": user}], tokenize=False, add_generation_prompt=True
+    )
+    if text.count(_QUERY_MARK) != 1 or text.count(_DOCUMENT_MARK) != 1:
+        raise ConfigError(
+            "the tokenizer's chat template does not keep the user turn as written; pass a template"
+        )
+    escaped = text.replace("{", "{{").replace("}", "}}")
+    escaped = escaped.replace(_QUERY_MARK, "{query}").replace(_DOCUMENT_MARK, "{document}")
+    return pointwise_template(escaped, None, true_token, false_token)
 
 
 @dataclass(frozen=True)
@@ -86,14 +149,16 @@ def pointwise_template(
     logit alone.
     """
     name = template or DEFAULT_PRESET
+    if name == CHAT:
+        raise ConfigError("template='chat' is rendered with a tokenizer: use chat_template_for")
     if name in PRESETS:
         text, default_instruction, default_true, default_false = PRESETS[name]
     elif "{query}" in name and "{document}" in name:
         text, default_instruction, default_true, default_false = name, "", "yes", "no"
     else:
         raise ConfigError(
-            f"template={template!r} is neither a preset ({', '.join(PRESETS)}) nor a string with "
-            "{query} and {document} placeholders"
+            f"template={template!r} is neither a preset ({', '.join([*PRESETS, CHAT])}) nor a "
+            "string with {query} and {document} placeholders"
         )
     fields = {f for _, f, _, _ in string.Formatter().parse(text) if f is not None}
     unknown = fields - {"query", "document", "instruction"}
