@@ -11,7 +11,10 @@ than ``|``)::
 A WORD is a primitive (``bm25``, ``dense``, ``rrf``, ``combsum``, ``combmnz``, ``rerank``,
 ``chunked``), a model stage (``dense:MODEL``, ``chunked:MODEL``, ``rerank:MODEL``, ``KIND:MODEL``
 such as ``cross-encoder:MODEL`` (also ``rerank:KIND:MODEL``), ``llm:MODEL``), or a named system
-from :data:`SYSTEMS`.
+from :data:`SYSTEMS`. A MODEL may carry the kind's options as a model spec does
+(``llm:BAAI/bge-reranker-v2-gemma?template=bge-gemma&max_query_length=64``, see
+:mod:`winnow.rerankers.registry`). Quotes (``'...'`` or ``"..."``) inside a word keep spaces and
+``| % ( ) >`` as part of it: ``'llm:/models/my model?instruction=Is it about wings?'``.
 Examples: ``bm25%100>>rerank:cross-encoder/ms-marco-MiniLM-L-6-v2``,
 ``(bm25%1000 | dense%1000) >> rrf >> rerank % 10``.
 """
@@ -50,7 +53,8 @@ PRIMITIVES: dict[str, str] = {
     "chunked": "document-then-chunk rerank with the default reranker (chunked:MODEL)",
 }
 
-_TOKEN = re.compile(r"\s*(?:(>>)|([|%()])|([^\s|%()>]+))")
+_TOKEN = re.compile(r"""\s*(?:(>>)|([|%()])|((?:[^\s|%()>'"]|'[^']*'|"[^"]*")+))""")
+_QUOTED = re.compile("'([^']*)'|\"([^\"]*)\"")
 
 
 @dataclass
@@ -64,19 +68,21 @@ class SpecOptions:
     dtype: str | None = None
     batch_queries: int | None = None
     progress: bool = False
-    #: (model, kind) -> Reranker; defaults to winnow.load_reranker with device and dtype.
+    #: (model, kind, **text options of the spec) -> Reranker; defaults to
+    #: ``winnow.rerankers.loading.load_model_ref`` with device and dtype.
     loader: Callable | None = None
 
     def load(self, spec: str):
-        from winnow.rerankers.registry import parse_model_spec
+        """The reranker a model spec (``[KIND:]MODEL[?KEY=VALUE&...]``) names."""
+        from winnow.rerankers.registry import parse_model_ref
 
-        kind, model = parse_model_spec(spec)
+        ref = parse_model_ref(spec)
         if self.loader is not None:
-            return self.loader(model, kind)
-        from winnow import load_reranker
+            return self.loader(ref.model, ref.kind, **dict(ref.options))
+        from winnow.rerankers.loading import load_model_ref
 
-        options = {"show_progress": True} if self.progress else {}
-        return load_reranker(model, kind, device=self.device, dtype=self.dtype, **options)
+        defaults = {"show_progress": True} if self.progress else {}
+        return load_model_ref(ref, device=self.device, dtype=self.dtype, **defaults)
 
 
 def valid_words() -> str:
@@ -92,7 +98,10 @@ def tokenize(spec: str) -> list[str]:
             raise ConfigError(
                 f"system spec {spec!r}: unexpected {spec[pos:].strip()[:20]!r} at {pos}"
             )
-        tokens.append(m.group(1) or m.group(2) or m.group(3))
+        word = m.group(3)
+        if word is not None and ("'" in word or '"' in word):
+            word = _QUOTED.sub(lambda q: q.group(1) if q.group(1) is not None else q.group(2), word)
+        tokens.append(m.group(1) or m.group(2) or word)
         pos = m.end()
         while pos < len(spec) and spec[pos].isspace():
             pos += 1
@@ -194,6 +203,10 @@ class _Parser:
         prefix, sep, model = word.partition(":")
         if sep and model:
             if prefix == "dense":
+                if "?" in model:
+                    raise self.error(
+                        f"{word!r}: a dense stage takes no options (they are for rerankers)"
+                    )
                 return Dense(model, device=o.device, dtype=o.dtype)
             if prefix == "chunked":
                 return ChunkedRerank(

@@ -13,7 +13,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="rerank documents for one query with a model and print the ranking",
         description="Rerank documents (arguments, or one per line on stdin) for QUERY.",
     )
-    p.add_argument("--model", required=True, help="hub id or local model folder")
+    p.add_argument(
+        "--model",
+        required=True,
+        metavar="[KIND:]MODEL[?KEY=VALUE&...]",
+        help="hub id or local model folder, optionally with its kind and the kind's options, "
+        "e.g. llm:BAAI/bge-reranker-v2-gemma?template=bge-gemma (see docs/llm.md)",
+    )
     p.add_argument(
         "--kind", default=None, help="reranker kind (inferred from the model if omitted)"
     )
@@ -31,10 +37,19 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from winnow import load_reranker
+    from dataclasses import replace
 
+    from winnow.errors import ConfigError
+    from winnow.rerankers.loading import load_model_ref
+    from winnow.rerankers.registry import parse_model_ref
+
+    ref = parse_model_ref(args.model)
+    if args.kind:
+        if ref.kind is not None and ref.kind != args.kind:
+            raise ConfigError(f"--kind {args.kind} contradicts the kind in --model {args.model!r}")
+        ref = replace(ref, kind=args.kind)
     docs = args.documents or [line.rstrip("\n") for line in sys.stdin if line.strip()]
-    reranker = load_reranker(args.model, args.kind, device=args.device, dtype=args.dtype)
+    reranker = load_model_ref(ref, device=args.device, dtype=args.dtype)
     hits = reranker.rank(args.query, docs, top_k=args.top_k)
     if args.json:
         print(json.dumps([h.__dict__ for h in hits], indent=2))

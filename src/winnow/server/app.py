@@ -48,15 +48,8 @@ def make_factory(spec: ModelSpec, config: ServerConfig):
     """A function that loads ``spec`` through the shared model cache (run on the worker thread)."""
 
     def factory() -> Reranker:
-        from winnow.rerankers.loading import load_reranker
-
-        return load_reranker(
-            spec.model,
-            spec.kind,
-            device=config.device,
-            dtype=config.dtype,
-            max_length=config.max_length,
-        )
+        # the spec's own options (?KEY=VALUE) override the server-wide device, dtype, max_length
+        return spec.load(device=config.device, dtype=config.dtype, max_length=config.max_length)
 
     return factory
 

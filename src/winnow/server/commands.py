@@ -13,59 +13,80 @@ logger = logging.getLogger(__name__)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from winnow.server.config import settings
+
+    table = settings()
+    width = max(len(s.env) for s in table)
+    flag_width = max(len(s.flag) for s in table)
+    lines = [
+        f"  {s.env:<{width}}  {s.flag:<{flag_width}}  {s.type_name:<9} {s.default_text()}"
+        for s in table
+    ]
     p = sub.add_parser(
         "serve",
         help="serve rerankers over HTTP (Cohere/Jina /v1/rerank and TEI /rerank APIs)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         description=(
-            "Serve rerankers over HTTP. Every flag can also be set with a WINNOW_* environment "
-            "variable (WINNOW_MODELS comma-separated, WINNOW_HOST, WINNOW_PORT, WINNOW_API_KEY, "
-            "WINNOW_MAX_DOCUMENTS, ...); flags win. Needs pip install 'winnow[server]'."
+            "Serve rerankers over HTTP. Every setting is a flag and a WINNOW_* environment\n"
+            "variable (read once at start; flags win; lists are comma-separated in a variable,\n"
+            "booleans 1/0, true/false, yes/no). Needs pip install 'winnow[server]'.\n\n"
+            "A model is [ALIAS=][KIND:]MODEL[?KEY=VALUE&...], e.g.\n"
+            "  --model gemma=llm-pointwise:BAAI/bge-reranker-v2-gemma?template=bge-gemma\n"
+            "KEY is an option of the kind (or device, dtype, max_length, activation); values are\n"
+            "percent-decoded (%20 space, %26 &, %2C comma). See docs/server.md."
         ),
+        epilog="environment variables:\n"
+        + f"  {'variable':<{width}}  {'flag':<{flag_width}}  {'type':<9} default\n"
+        + "\n".join(lines),
     )
-    p.add_argument(
-        "--model",
-        action="append",
-        dest="models",
-        metavar="[ALIAS=][KIND:]MODEL",
-        help="model to serve (repeatable; the first is the default). ALIAS is the name clients "
-        "use; KIND is cross-encoder, bi-encoder, ... (inferred when omitted)",
-    )
-    p.add_argument("--host", help="address to bind (default 127.0.0.1)")
-    p.add_argument("--port", type=int, help="port (default 8080)")
-    p.add_argument("--api-key", help="require 'Authorization: Bearer KEY' (not on /health)")
-    p.add_argument("--device", help="cpu, cuda, mps (best available if omitted)")
-    p.add_argument("--dtype", help="float32, bfloat16, float16, int8 (auto if omitted)")
-    p.add_argument("--max-length", type=int, help="longest input in tokens (model's own limit)")
-    p.add_argument("--max-documents", type=int, help="documents per request (default 1000)")
-    p.add_argument("--max-document-chars", type=int, help="characters per document (100000)")
-    p.add_argument("--max-query-chars", type=int, help="characters per query (10000)")
-    p.add_argument("--max-body-bytes", type=int, help="request body size (16 MiB)")
-    p.add_argument("--max-chunks-per-doc", type=int, help="most windows a request may ask for (64)")
-    p.add_argument("--max-batch-pairs", type=int, help="pairs per model call (512)")
-    p.add_argument("--max-wait-ms", type=float, help="batching wait in milliseconds (3)")
-    p.add_argument("--max-queue", type=int, help="requests waiting per model before 429 (256)")
-    p.add_argument(
-        "--graceful-timeout", type=float, help="seconds to finish in-flight requests (30)"
-    )
-    p.add_argument(
-        "--cors-origin",
-        action="append",
-        dest="cors_origins",
-        help="allow browser requests from this origin (repeatable; CORS is off by default)",
-    )
-    p.add_argument("--log-level", help="uvicorn log level (info)")
+    for s in table:
+        kwargs: dict = {"dest": s.name, "default": None}
+        help_text = f"{s.help} (env {s.env}; default: {s.default_text()})"
+        if s.repeatable:
+            kwargs["action"] = "append"
+            help_text = f"{s.help}; repeatable (env {s.env}, comma-separated; default: " + (
+                f"{s.default_text()})"
+            )
+        elif s.item_type is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        if s.item_type is not bool or s.repeatable:
+            kwargs["type"] = _flag_type(s)
+            kwargs["metavar"] = _metavar(s)
+        p.add_argument(s.flag, help=help_text.replace("%", "%%"), **kwargs)
     p.set_defaults(func=run)
+
+
+def _metavar(s) -> str:
+    from winnow.server.config import ModelSpec
+
+    if s.item_type is ModelSpec:
+        return "[ALIAS=][KIND:]MODEL[?KEY=VALUE&...]"
+    return {int: "N", float: "X", bool: None}.get(s.item_type, s.flag[2:].upper().replace("-", "_"))
+
+
+def _flag_type(s):
+    """argparse type of one flag value: the setting's own conversion, errors naming the flag."""
+    from winnow.errors import ConfigError
+
+    def convert(text: str):
+        try:
+            return s.parse_one(text)
+        except ConfigError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"{text!r} is not valid: {exc}") from None
+
+    convert.__name__ = s.type_name
+    return convert
 
 
 def build_config(args: argparse.Namespace, environ: dict[str, str]):
     """ServerConfig from ``WINNOW_*`` variables, overridden by the flags that were given."""
-    from dataclasses import fields
-
     from winnow.errors import ConfigError
-    from winnow.server.config import ServerConfig
+    from winnow.server.config import ServerConfig, settings
 
-    # every setting of ServerConfig has a flag of the same name (None when not given)
-    names = [f.name for f in fields(ServerConfig)]
+    # every setting of ServerConfig has a flag (dest = the field's name; None when not given)
+    names = [s.name for s in settings()]
     config = ServerConfig.from_env(environ, **{n: getattr(args, n, None) for n in names})
     if not config.models:
         raise ConfigError("no model to serve: give --model MODEL or set WINNOW_MODELS")
