@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import fields
 from pathlib import Path
 
 import httpx
@@ -19,7 +20,7 @@ pytest.importorskip("fastapi")
 from winnow.cli import build_parser
 from winnow.errors import ConfigError, MissingExtraError
 from winnow.server.commands import build_config
-from winnow.server.config import ModelSpec, ServerConfig
+from winnow.server.config import ModelSpec, ServerConfig, settings
 from winnow.server.guards import bearer_matches
 from winnow.server.testing import running_server
 
@@ -83,6 +84,113 @@ def test_defaults_bind_to_localhost():
 def test_bad_settings_name_the_setting(env, needle):
     with pytest.raises(ConfigError, match=needle):
         ServerConfig.from_env(env)
+
+
+def _serve_parser():
+    import argparse
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return sub.choices["serve"]
+
+
+def test_every_setting_has_a_variable_and_a_flag():
+    serve = _serve_parser()
+    flags = {opt: action for action in serve._actions for opt in action.option_strings}
+    table = {s.name: s for s in settings()}
+    assert list(table) == [f.name for f in fields(ServerConfig)]
+    for f in fields(ServerConfig):
+        s = table[f.name]
+        assert s.env == "WINNOW_" + f.name.upper()
+        assert s.flag in flags, f"no flag for {f.name}"
+        assert flags[s.flag].dest == f.name
+        assert s.env in flags[s.flag].help and "default:" in flags[s.flag].help
+        assert s.help and s.help != f.name.replace("_", " "), f"{f.name} has no help"
+    epilog = serve.format_help()
+    for s in table.values():
+        assert s.env in epilog
+    assert (table["models"].flag, table["cors_origins"].flag) == ("--model", "--cors-origin")
+
+
+def _sample(s):
+    """A value of the setting's type that differs from its default."""
+    if s.name == "models":
+        return (
+            ModelSpec.parse("a=llm-pointwise:/m/a?max_query_length=8&instruction=x%2Cy%26z"),
+            ModelSpec.parse("llm:qwen3:0.6b?backend=ollama"),
+        )
+    if s.repeatable:
+        return ("https://a.example", "https://b.example")
+    if s.item_type is bool:
+        return not s.default
+    if s.item_type is int:
+        return 64 if not s.default else s.default * 2
+    if s.item_type is float:
+        return 2.5 if not s.default else s.default * 2
+    return f"{s.name}-value"
+
+
+def test_each_variable_and_flag_round_trips():
+    table = settings()
+    values = {s.name: _sample(s) for s in table}
+    env = {s.env: s.format(values[s.name]) for s in table}
+    config = ServerConfig.from_env(env)
+    for s in table:
+        assert getattr(config, s.name) == values[s.name], s.env
+    argv = ["serve"]
+    for s in table:
+        value = values[s.name]
+        if s.repeatable:
+            for item in value:
+                argv += [s.flag, s.format_one(item)]
+        elif s.item_type is bool:
+            argv.append(s.flag if value else "--no-" + s.flag[2:])
+        else:
+            argv += [s.flag, s.format(value)]
+    config = build_config(build_parser().parse_args(argv), {})
+    for s in table:
+        assert getattr(config, s.name) == values[s.name], s.flag
+
+
+def test_bad_values_name_the_variable_or_the_flag(capsys):
+    with pytest.raises(
+        ConfigError, match=r"WINNOW_MAX_QUEUE='abc' is not valid: expected an integer"
+    ):
+        ServerConfig.from_env({"WINNOW_MAX_QUEUE": "abc"})
+    with pytest.raises(
+        ConfigError, match=r"WINNOW_MAX_WAIT_MS='soon' is not valid: expected a num"
+    ):
+        ServerConfig.from_env({"WINNOW_MAX_WAIT_MS": "soon"})
+    with pytest.raises(ConfigError, match=r"WINNOW_MODELS: model spec 'a=/m\?max_query_len=8'"):
+        ServerConfig.from_env({"WINNOW_MODELS": "a=/m?max_query_len=8"})
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["serve", "--max-queue", "abc"])
+    assert (
+        "argument --max-queue: 'abc' is not valid: expected an integer" in capsys.readouterr().err
+    )
+
+
+def test_boolean_settings_are_parsed_strictly():
+    """No ServerConfig field is a bool yet; a dataclass like it shows how one is read."""
+    from dataclasses import dataclass
+
+    @dataclass(frozen=True)
+    class WithSwitch(ServerConfig):
+        #: warm the models up before /ready says yes
+        warmup: bool = True
+
+    switch = {s.name: s for s in settings(WithSwitch)}["warmup"]
+    assert (switch.env, switch.flag, switch.help) == (
+        "WINNOW_WARMUP",
+        "--warmup",
+        "warm the models up before /ready says yes",
+    )
+    for text, value in [("1", True), ("yes", True), ("TRUE", True), ("0", False), ("no", False)]:
+        assert switch.convert(text, switch.env) is value
+    for text in ("maybe", "2", "y"):
+        with pytest.raises(ConfigError, match=f"WINNOW_WARMUP='{text}' is not valid: expected one"):
+            switch.convert(text, switch.env)
+    assert switch.convert(switch.format(False), switch.env) is False
 
 
 def test_serve_without_a_model_is_an_error():

@@ -283,6 +283,10 @@ class Setting:
                 from urllib.parse import quote
 
                 spec += "?" + "&".join(f"{k}={quote(v, safe='')}" for k, v in value.options)
+            if not _ALIAS.match(
+                value.alias
+            ):  # no alias was given: the alias is the spec as written
+                return value.alias
             return spec if value.alias == spec else f"{value.alias}={spec}"
         if isinstance(value, bool):
             return "true" if value else "false"
