@@ -69,7 +69,13 @@ def load_causal_lm(path: str, device: str, dtype: str, device_map: str | None = 
     kwargs = from_pretrained_kwargs(dtype)
     if device_map is not None:
         kwargs["device_map"] = device_map
-    model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    except ValueError as exc:
+        if device_map is None:
+            raise
+        # transformers refuses a map it cannot place ("auto", "balanced", a device name or a dict)
+        raise ConfigError(f"device_map={device_map!r} was refused by transformers: {exc}") from exc
     if model.base_model is model:
         raise ModelLoadError(
             f"{type(model).__name__} exposes no base model (base_model_prefix); winnow needs it "
