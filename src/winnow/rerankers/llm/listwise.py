@@ -101,7 +101,8 @@ class LLMListwiseReranker(Reranker):
     ``window`` (20), ``stride`` (half the window: 10), ``passes`` (1), ``top_k`` (100 candidates
     reranked; the rest keep their order below them), ``max_passage_words`` (100),
     ``max_new_tokens``,
-    ``chat_template`` (HF: use the tokenizer's, default True), ``max_tokens``, ``max_batch_size``;
+    ``chat_template`` (HF: use the tokenizer's, default True), ``max_tokens``, ``max_batch_size``,
+    ``device_map`` (accelerate, for a model larger than one device);
     Ollama options as for ``llm-pointwise``. ``backend`` may also be an object implementing
     :class:`ListwiseBackend`. ``stats`` counts windows, batches and parse failures. In the
     returned ``PairScores`` / ``RankedDocument``, ``truncated`` says a passage was cut to
