@@ -25,8 +25,8 @@ from typing import Any
 from winnow.errors import ConfigError
 
 #: Spellings a user may write for the booleans (case-insensitive), everywhere winnow reads text.
-TRUE_WORDS = ("1", "true", "yes", "on")
-FALSE_WORDS = ("0", "false", "no", "off")
+TRUE_WORDS = ("1", "true", "yes")
+FALSE_WORDS = ("0", "false", "no")
 #: Spellings of "no value" for options that may be None.
 NONE_WORDS = ("none", "null")
 
@@ -157,7 +157,7 @@ def _matches(value: Any, tp: Any) -> bool:
 
 
 def parse_bool(text: str) -> bool:
-    """``1/0``, ``true/false``, ``yes/no``, ``on/off`` (any case); anything else is a ValueError."""
+    """``1/0``, ``true/false``, ``yes/no`` (any case); anything else is a ValueError."""
     word = text.strip().lower()
     if word in TRUE_WORDS:
         return True

@@ -123,10 +123,3 @@ def parse_model_spec(spec: str) -> tuple[str | None, str]:
     """
     ref = parse_model_ref(spec)
     return ref.kind, ref.model
-
-
-def option_names() -> dict[str, list[str]]:
-    """{kind: its option names}, for every registered kind (imports each kind's module)."""
-    from winnow.rerankers.options import declared
-
-    return {k: list(declared(get_kind(k).options_class)) for k in available_kinds()}
