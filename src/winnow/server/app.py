@@ -2,12 +2,16 @@
 
 Models load and warm up on their worker threads when the app starts (``/health`` answers at once,
 ``/ready`` says 503 until every model has either warmed up or failed, and at least one is usable).
-Requests score through each model's :class:`~winnow.server.batcher.Batcher`.
+Requests score through each model's :class:`~winnow.server.batcher.Batcher`. Deep health checks
+(a real inference, see :mod:`winnow.server.health`) run at start with ``warmup_samples``, every
+``health_interval`` seconds, and on ``GET /ready?deep=1``; a failed one makes ``/ready`` 503.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import math
 import uuid
 from collections.abc import AsyncIterator
@@ -15,7 +19,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import numpy as np
-from fastapi import FastAPI, Response
+from fastapi import FastAPI, Query, Response
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 
@@ -26,7 +30,10 @@ from winnow.server.batcher import FAILED, LOADING, READY, Batcher
 from winnow.server.config import ModelSpec, ServerConfig
 from winnow.server.errors import ERROR_RESPONSES, ApiError, install, limit_exceeded
 from winnow.server.guards import ApiKeyMiddleware, BodyLimitMiddleware
+from winnow.server.health import HealthChecks, deep_warmup
 from winnow.server.metrics import Metrics, TimingMiddleware
+
+logger = logging.getLogger(__name__)
 
 #: Documents per Cohere "search unit".
 DOCS_PER_SEARCH_UNIT = 100
@@ -68,10 +75,13 @@ class ServerState:
         self.config = config
         self.metrics = metrics
         self.specs = {m.alias: m for m in config.models}
+        self.checks = HealthChecks(config.health_timeout)
+        self._details: dict[str, tuple[Reranker, dict]] = {}
+        self._sizes: dict[str, tuple[Reranker, tuple[int, int] | None]] = {}
         self.batchers = {
             m.alias: Batcher(
                 m.alias,
-                make_factory(m, config),
+                self._with_deep_warmup(m.alias, make_factory(m, config)),
                 max_batch_pairs=config.max_batch_pairs,
                 max_wait=config.max_wait_ms / 1000.0,
                 max_queue=config.max_queue,
@@ -106,6 +116,68 @@ class ServerState:
     def ready(self) -> bool:
         states = [b.state for b in self.batchers.values()]
         return bool(states) and LOADING not in states and READY in states
+
+    # -- operations: deep warm-up, model details and sizes --------------------------------------
+    def _with_deep_warmup(self, name: str, factory):
+        """``factory``, then (with ``warmup_samples``) a deep warm-up recorded as the first check;
+        its failure fails the model's start, with the reason."""
+        samples = self.config.warmup_samples
+        if not samples:
+            return factory
+
+        def build() -> Reranker:
+            reranker = factory()
+            try:
+                result = deep_warmup(reranker, samples, self.config.max_batch_pairs)
+            except Exception as exc:
+                raise RuntimeError(f"deep warm-up ({samples} samples) failed: {exc}") from exc
+            self.checks.record(name, result)
+            return reranker
+
+        return build
+
+    def _serving(self, name: str) -> Reranker | None:
+        b = self.batchers[name]
+        return b.reranker if b.state == READY and b.reranker is not None else None
+
+    def details(self, name: str) -> dict | None:
+        """``model_info`` of the served model (once loaded; computed once). Blocking for Ollama."""
+        from winnow.rerankers.info import model_info
+
+        reranker = self._serving(name)
+        if reranker is None:
+            return None
+        cached = self._details.get(name)
+        if cached is None or cached[0] is not reranker:
+            try:
+                info = model_info(reranker, self.specs[name].model)
+            except Exception as exc:  # not worth failing /v1/models over
+                logger.warning("no model information for %r: %s", name, exc)
+                return None
+            cached = self._details[name] = (reranker, info)
+        return cached[1]
+
+    def size(self, name: str) -> tuple[int, int] | None:
+        """(parameters, bytes) of the served model's torch module; None when it has none."""
+        from winnow.rerankers.info import model_size, torch_module
+
+        reranker = self._serving(name)
+        if reranker is None:
+            return None
+        cached = self._sizes.get(name)
+        if cached is None or cached[0] is not reranker:
+            module = torch_module(reranker)
+            cached = self._sizes[name] = (reranker, model_size(module) if module else None)
+        return cached[1]
+
+    def sizes(self) -> dict[str, tuple[int, int]]:
+        out = {name: self.size(name) for name in self.batchers}
+        return {name: size for name, size in out.items() if size is not None}
+
+    def status(self, name: str) -> str:
+        """The batcher's state, or ``unhealthy`` when the model failed its last deep check."""
+        state = self.batchers[name].state
+        return "unhealthy" if state == READY and self.checks.failed(name) else state
 
     # -- limits --------------------------------------------------------------------------------
     def check_limits(
@@ -248,7 +320,16 @@ def create_app(config: ServerConfig) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         for batcher in state.batchers.values():
             batcher.start()
+        periodic = None
+        if config.health_interval > 0:
+            periodic = asyncio.create_task(
+                state.checks.every(config.health_interval, state.batchers)
+            )
         yield
+        if periodic is not None:
+            periodic.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await periodic
         # uvicorn has stopped accepting and waited for in-flight requests; drain what is left.
         await asyncio.gather(
             *(asyncio.to_thread(b.close, config.graceful_timeout) for b in state.batchers.values())
@@ -262,6 +343,7 @@ def create_app(config: ServerConfig) -> FastAPI:
     )
     app.state.server = state
     app.state.metrics = metrics
+    metrics.watch_operations(state.sizes, lambda: dict(state.checks.last))
     install(app)
 
     @app.get("/health", response_model=s.Health, tags=["operations"])
@@ -275,12 +357,23 @@ def create_app(config: ServerConfig) -> FastAPI:
         responses={503: {"model": s.Readiness, "description": "not ready yet"}},
         tags=["operations"],
     )
-    async def ready() -> JSONResponse:
-        """Per model: loaded, warmed, device, dtype, max length. 503 until ready."""
+    async def ready(
+        deep: bool = Query(
+            False,
+            description="run a deep health check (a real inference through each serving model's "
+            "batcher) now, and report it",
+        ),
+    ) -> JSONResponse:
+        """Per model: loaded, warmed, device, dtype, max length, size, last deep check; process
+        memory. 503 until ready, and while a model's last deep check failed."""
+        from winnow.rerankers.info import gpu_memory, process_memory
+
+        if deep:
+            await state.checks.check_all(state.batchers)
         models = {}
         for name, b in state.batchers.items():
             info = s.ModelReadiness(
-                status=b.state,
+                status=state.status(name),
                 model=state.specs[name].model,
                 kind=state.specs[name].kind,
                 warmup_seconds=b.warmup_seconds,
@@ -291,24 +384,40 @@ def create_app(config: ServerConfig) -> FastAPI:
                 h = r.health()
                 info.kind, info.loaded, info.warmed = h["kind"], h["loaded"], h["warmed"]
                 info.device, info.dtype, info.max_length = h["device"], h["dtype"], h["max_length"]
+            size = state.size(name)
+            if size is not None:
+                info.parameters, info.model_bytes = size
+            check = state.checks.last.get(name)
+            if check is not None:
+                info.last_check = s.HealthCheck(**check.as_dict())
+            failed = state.checks.failed(name)
+            if failed is not None and b.state == READY:
+                info.error = f"deep health check failed at {failed.time}: {failed.error}"
             models[name] = info
-        body = s.Readiness(ready=state.ready, default_model=config.default_model, models=models)
+        unhealthy = any(m.status == "unhealthy" for m in models.values())
+        ok = state.ready and not unhealthy
+        memory = s.ProcessMemory(**process_memory(), gpu=gpu_memory() or None)
+        body = s.Readiness(
+            ready=ok, default_model=config.default_model, models=models, memory=memory
+        )
         return JSONResponse(
             body.model_dump(mode="json", exclude_none=True),
-            status_code=200 if state.ready else 503,
+            status_code=200 if ok else 503,
         )
 
     @app.get("/v1/models", response_model=s.ModelList, tags=["operations"])
     async def list_models() -> s.ModelList:
-        """The served models; the first is the default."""
+        """The served models (the first is the default), with what each is once loaded."""
+        details = await asyncio.to_thread(lambda: {n: state.details(n) for n in state.specs})
         return s.ModelList(
             data=[
                 s.ModelInfo(
                     id=name,
                     model=spec.model,
                     kind=_kind(spec, state.batchers[name]),
-                    status=state.batchers[name].state,
+                    status=state.status(name),
                     default=name == config.default_model,
+                    details=s.ModelDetails(**details[name]) if details[name] else None,
                 )
                 for name, spec in state.specs.items()
             ]

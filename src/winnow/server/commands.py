@@ -54,6 +54,23 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="allow browser requests from this origin (repeatable; CORS is off by default)",
     )
     p.add_argument("--log-level", help="uvicorn log level (info)")
+    p.add_argument(
+        "--warmup-samples",
+        type=int,
+        help="at start, score N pairs at the largest batch shape (min(N, --max-batch-pairs) pairs "
+        "of --max-length tokens) and check the scores are finite (0: one pair only)",
+    )
+    p.add_argument(
+        "--health-interval",
+        type=float,
+        help="seconds between deep health checks (a real inference through each model's batcher, "
+        "shown on /ready; 0: off, the default)",
+    )
+    p.add_argument(
+        "--health-timeout",
+        type=float,
+        help="seconds a deep health check may take before it fails (30)",
+    )
     p.set_defaults(func=run)
 
 
