@@ -302,3 +302,27 @@ def test_settings_are_validated_and_read_from_flags_and_environment():
     assert (config.warmup_samples, config.health_interval, config.health_timeout) == (8, 15.0, 2.5)
     with pytest.raises(ConfigError, match="WINNOW_WARMUP_SAMPLES"):
         build_config(parser.parse_args(["serve", "--model", "m"]), {"WINNOW_WARMUP_SAMPLES": "x"})
+
+
+def test_deep_checks_of_a_bi_encoder_really_embed(tiny_bi_encoder, encode_spy):
+    """The bi-encoder remembers embeddings; each check's texts are new, so the model runs."""
+    config = ServerConfig(models=(ModelSpec.parse(f"bi=bi-encoder:{tiny_bi_encoder}"),))
+    with running_server(config) as srv:
+        rr = srv.app.state.server.batchers["bi"].reranker
+        seen = encode_spy(rr.model)
+        for _ in range(2):
+            r = httpx.get(srv.url + "/ready?deep=1", timeout=60)
+            assert r.status_code == 200 and r.json()["models"]["bi"]["last_check"]["ok"]
+        # two checks, each embedding its queries and documents: nothing came from the memo
+        assert len(seen) == 2 * 2 * PROBE_PAIRS and len(set(seen)) == len(seen)
+
+
+def test_deep_check_of_a_listwise_model(tiny_qwen2):
+    config = ServerConfig(models=(ModelSpec.parse(f"lw=llm-listwise:{tiny_qwen2}"),))
+    with running_server(config) as srv:
+        r = httpx.get(srv.url + "/ready?deep=1", timeout=120)
+        assert r.status_code == 200
+        assert r.json()["models"]["lw"]["last_check"]["ok"] is True
+        (entry,) = httpx.get(srv.url + "/v1/models").json()["data"]
+        assert entry["details"]["architecture"] == "Qwen2ForCausalLM"
+        assert entry["details"]["kind"] == "llm-listwise"

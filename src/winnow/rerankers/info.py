@@ -223,7 +223,7 @@ def model_info(reranker: Reranker, name: str | None = None) -> dict[str, Any]:
 def process_memory() -> dict[str, int | None]:
     """``resident_bytes`` now (Linux ``/proc/self/statm``) and ``peak_resident_bytes`` (getrusage).
 
-    Either is None where the platform does not give it.
+    Either is None where the platform does not give it; the peak is never below the current.
     """
     resident = peak = None
     try:
@@ -239,6 +239,10 @@ def process_memory() -> dict[str, int | None]:
         peak = int(maxrss) if sys.platform == "darwin" else int(maxrss) * 1024
     except (ImportError, OSError):  # pragma: no cover - Windows
         pass
+    if peak is not None and resident is not None:
+        peak = max(
+            peak, resident
+        )  # the kernel updates ru_maxrss lazily: it can lag a fresh reading
     return {"resident_bytes": resident, "peak_resident_bytes": peak}
 
 
