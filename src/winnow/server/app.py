@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import math
 import uuid
 from collections.abc import AsyncIterator
@@ -30,10 +29,9 @@ from winnow.server.batcher import FAILED, LOADING, READY, Batcher
 from winnow.server.config import ModelSpec, ServerConfig
 from winnow.server.errors import ERROR_RESPONSES, ApiError, install, limit_exceeded
 from winnow.server.guards import ApiKeyMiddleware, BodyLimitMiddleware
-from winnow.server.health import HealthChecks, deep_warmup
+from winnow.server.health import HealthChecks, with_deep_warmup
 from winnow.server.metrics import Metrics, TimingMiddleware
-
-logger = logging.getLogger(__name__)
+from winnow.server.model_facts import ModelFacts
 
 #: Documents per Cohere "search unit".
 DOCS_PER_SEARCH_UNIT = 100
@@ -76,12 +74,10 @@ class ServerState:
         self.metrics = metrics
         self.specs = {m.alias: m for m in config.models}
         self.checks = HealthChecks(config.health_timeout)
-        self._details: dict[str, tuple[Reranker, dict]] = {}
-        self._sizes: dict[str, tuple[Reranker, tuple[int, int] | None]] = {}
         self.batchers = {
             m.alias: Batcher(
                 m.alias,
-                self._with_deep_warmup(m.alias, make_factory(m, config)),
+                with_deep_warmup(make_factory(m, config), m.alias, self.checks, config),
                 max_batch_pairs=config.max_batch_pairs,
                 max_wait=config.max_wait_ms / 1000.0,
                 max_queue=config.max_queue,
@@ -89,6 +85,7 @@ class ServerState:
             )
             for m in config.models
         }
+        self.facts = ModelFacts(self.batchers, {m.alias: m.model for m in config.models})
 
     def batcher(self, name: str | None) -> Batcher:
         name = name or self.config.default_model
@@ -117,63 +114,7 @@ class ServerState:
         states = [b.state for b in self.batchers.values()]
         return bool(states) and LOADING not in states and READY in states
 
-    # -- operations: deep warm-up, model details and sizes --------------------------------------
-    def _with_deep_warmup(self, name: str, factory):
-        """``factory``, then (with ``warmup_samples``) a deep warm-up recorded as the first check;
-        its failure fails the model's start, with the reason."""
-        samples = self.config.warmup_samples
-        if not samples:
-            return factory
-
-        def build() -> Reranker:
-            reranker = factory()
-            try:
-                result = deep_warmup(reranker, samples, self.config.max_batch_pairs)
-            except Exception as exc:
-                raise RuntimeError(f"deep warm-up ({samples} samples) failed: {exc}") from exc
-            self.checks.record(name, result)
-            return reranker
-
-        return build
-
-    def _serving(self, name: str) -> Reranker | None:
-        b = self.batchers[name]
-        return b.reranker if b.state == READY and b.reranker is not None else None
-
-    def details(self, name: str) -> dict | None:
-        """``model_info`` of the served model (once loaded; computed once). Blocking for Ollama."""
-        from winnow.rerankers.info import model_info
-
-        reranker = self._serving(name)
-        if reranker is None:
-            return None
-        cached = self._details.get(name)
-        if cached is None or cached[0] is not reranker:
-            try:
-                info = model_info(reranker, self.specs[name].model)
-            except Exception as exc:  # not worth failing /v1/models over
-                logger.warning("no model information for %r: %s", name, exc)
-                return None
-            cached = self._details[name] = (reranker, info)
-        return cached[1]
-
-    def size(self, name: str) -> tuple[int, int] | None:
-        """(parameters, bytes) of the served model's torch module; None when it has none."""
-        from winnow.rerankers.info import model_size, torch_module
-
-        reranker = self._serving(name)
-        if reranker is None:
-            return None
-        cached = self._sizes.get(name)
-        if cached is None or cached[0] is not reranker:
-            module = torch_module(reranker)
-            cached = self._sizes[name] = (reranker, model_size(module) if module else None)
-        return cached[1]
-
-    def sizes(self) -> dict[str, tuple[int, int]]:
-        out = {name: self.size(name) for name in self.batchers}
-        return {name: size for name, size in out.items() if size is not None}
-
+    # -- operations ----------------------------------------------------------------------------
     def status(self, name: str) -> str:
         """The batcher's state, or ``unhealthy`` when the model failed its last deep check."""
         state = self.batchers[name].state
@@ -343,7 +284,7 @@ def create_app(config: ServerConfig) -> FastAPI:
     )
     app.state.server = state
     app.state.metrics = metrics
-    metrics.watch_operations(state.sizes, lambda: dict(state.checks.last))
+    metrics.watch_operations(state.facts.sizes, lambda: dict(state.checks.last))
     install(app)
 
     @app.get("/health", response_model=s.Health, tags=["operations"])
@@ -384,7 +325,7 @@ def create_app(config: ServerConfig) -> FastAPI:
                 h = r.health()
                 info.kind, info.loaded, info.warmed = h["kind"], h["loaded"], h["warmed"]
                 info.device, info.dtype, info.max_length = h["device"], h["dtype"], h["max_length"]
-            size = state.size(name)
+            size = state.facts.size(name)
             if size is not None:
                 info.parameters, info.model_bytes = size
             check = state.checks.last.get(name)
@@ -408,7 +349,7 @@ def create_app(config: ServerConfig) -> FastAPI:
     @app.get("/v1/models", response_model=s.ModelList, tags=["operations"])
     async def list_models() -> s.ModelList:
         """The served models (the first is the default), with what each is once loaded."""
-        details = await asyncio.to_thread(lambda: {n: state.details(n) for n in state.specs})
+        details = await asyncio.to_thread(lambda: {n: state.facts.details(n) for n in state.specs})
         return s.ModelList(
             data=[
                 s.ModelInfo(

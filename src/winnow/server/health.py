@@ -29,6 +29,7 @@ import numpy as np
 if TYPE_CHECKING:
     from winnow.rerankers.base import Reranker
     from winnow.server.batcher import Batcher
+    from winnow.server.config import ServerConfig
 
 logger = logging.getLogger(__name__)
 
@@ -165,6 +166,26 @@ def deep_warmup(reranker: Reranker, samples: int, max_batch_pairs: int) -> Check
     started, clock = _now(), time.perf_counter()
     check_scores(reranker.score_pairs(pairs), count)
     return CheckResult(started, time.perf_counter() - clock, True, "warmup", count)
+
+
+def with_deep_warmup(factory, name: str, checks: HealthChecks, config: ServerConfig):
+    """``factory`` (it builds the model on its worker thread), then, when ``config.warmup_samples``
+    is set, a :func:`deep_warmup` recorded as the model's first check; a failure fails the model's
+    start, with the reason."""
+    samples = config.warmup_samples
+    if not samples:
+        return factory
+
+    def build() -> Reranker:
+        reranker = factory()
+        try:
+            result = deep_warmup(reranker, samples, config.max_batch_pairs)
+        except Exception as exc:
+            raise RuntimeError(f"deep warm-up ({samples} samples) failed: {exc}") from exc
+        checks.record(name, result)
+        return reranker
+
+    return build
 
 
 class HealthChecks:
