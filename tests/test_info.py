@@ -155,6 +155,68 @@ def test_ollama_info_is_what_the_server_reports(kind, fresh_cache, capsys):
     assert info["vocab_size"] is None and info["model_bytes"] is None  # not reported
 
 
+class StandinWithOddShow(OllamaStandin):
+    """A server whose ``/api/show`` answers with the wrong types in every field."""
+
+    def answer(self, path: str, body: dict) -> tuple[int, dict]:
+        if path != "/api/show":
+            return super().answer(path, body)
+        return 200, {
+            "details": ["not", "an", "object"],
+            "model_info": {
+                "general.architecture": "llama",
+                "general.parameter_count": True,
+                "llama.block_count": "28",
+                "llama.embedding_length": 1024.5,
+                "llama.attention.head_count": 16,
+            },
+        }
+
+
+def test_ollama_info_ignores_what_is_not_a_count(fresh_cache):
+    with StandinWithOddShow([OLLAMA_MODEL]) as server:
+        rr = winnow.load_reranker(
+            OLLAMA_MODEL, "llm-pointwise", device="cpu", backend="ollama", ollama_url=server.url
+        )
+        info = rr.info()
+    assert info["architecture"] == "llama" and info["num_attention_heads"] == 16
+    assert info["parameters"] is None and info["num_layers"] is None
+    assert info["hidden_size"] is None and info["quantization"] is None
+
+
+def test_the_servers_model_facts_of_an_ollama_model(fresh_cache):
+    """What /v1/models shows of an Ollama model (``winnow serve`` has no per-model options yet to
+    name the backend, so the batcher is built here with the factory the server would use)."""
+    import time
+
+    from winnow.server.batcher import READY, Batcher
+    from winnow.server.model_facts import ModelFacts
+
+    with StandinWithShow([OLLAMA_MODEL]) as ollama:
+
+        def factory():
+            return winnow.load_reranker(
+                OLLAMA_MODEL, "llm-pointwise", device="cpu", backend="ollama", ollama_url=ollama.url
+            )
+
+        batcher = Batcher("qwen", factory)
+        batcher.start()
+        try:
+            deadline = time.monotonic() + 60
+            while batcher.state != READY:
+                assert batcher.state == "loading" and time.monotonic() < deadline, batcher.error
+                time.sleep(0.02)
+            facts = ModelFacts({"qwen": batcher}, {"qwen": OLLAMA_MODEL})
+            details = facts.details("qwen")
+            assert details["backend"] == "ollama" and details["num_layers"] == 28
+            assert details["parameters"] == 751632384 and details["name"] == OLLAMA_MODEL
+            assert facts.size("qwen") is None and facts.sizes() == {}  # no torch module here
+            assert facts.details("qwen") == details
+            assert [path for path, _ in ollama.requests].count("/api/show") == 1  # asked once
+        finally:
+            assert batcher.close(30)
+
+
 def test_ollama_info_without_show_marks_fields_unknown(fresh_cache, capsys):
     with OllamaStandin([OLLAMA_MODEL]) as server:  # answers /api/show with 400
         args = ["info", OLLAMA_MODEL, "--kind", "llm-pointwise", "--backend", "ollama"]

@@ -148,6 +148,15 @@ def _ollama_client(reranker: Reranker) -> Any | None:
     return None
 
 
+def _count(value: Any) -> int | None:
+    """``value`` if it is a whole number (not a bool), else None: a server's answer is not trusted."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
 def _ollama_fields(client: Any) -> dict[str, Any]:
     """What Ollama's ``POST /api/show`` says of the model; ``{}`` when it says nothing usable.
 
@@ -162,26 +171,26 @@ def _ollama_fields(client: Any) -> dict[str, Any]:
     except WinnowError as exc:
         logger.warning("Ollama /api/show for %r failed: %s", client.model, exc)
         return {}
-    meta = shown.get("model_info") or {}
-    details = shown.get("details") or {}
-    arch = meta.get("general.architecture") or details.get("family")
+    if not isinstance(shown, dict):
+        return {}
+    meta = shown.get("model_info") if isinstance(shown.get("model_info"), dict) else {}
+    details = shown.get("details") if isinstance(shown.get("details"), dict) else {}
+    arch = _text(meta.get("general.architecture")) or _text(details.get("family"))
 
-    def key(name: str) -> Any:
-        value = meta.get(f"{arch}.{name}") if arch else None
-        return value if isinstance(value, (int, float)) else None
+    def key(name: str) -> int | None:
+        return _count(meta.get(f"{arch}.{name}")) if arch else None
 
-    count = meta.get("general.parameter_count")
     return {
         "architecture": arch,
-        "model_type": details.get("format"),
+        "model_type": _text(details.get("format")),
         "num_layers": key("block_count"),
         "hidden_size": key("embedding_length"),
         "num_attention_heads": key("attention.head_count"),
-        "parameters": count if isinstance(count, int) else None,
+        "parameters": _count(meta.get("general.parameter_count")),
         "vocab_size": key("vocab_size"),
         "max_position_embeddings": key("context_length"),
-        "quantization": details.get("quantization_level"),
-        "parameter_size": details.get("parameter_size"),
+        "quantization": _text(details.get("quantization_level")),
+        "parameter_size": _text(details.get("parameter_size")),
     }
 
 
