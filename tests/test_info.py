@@ -121,6 +121,8 @@ class StandinWithShow(OllamaStandin):
     def answer(self, path: str, body: dict) -> tuple[int, dict]:
         if path != "/api/show":
             return super().answer(path, body)
+        with self._lock:
+            self.requests.append((path, body))
         if not self._known(body.get("model", "")):
             return 404, {"error": f"model '{body.get('model')}' not found"}
         return 200, {
