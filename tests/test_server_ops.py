@@ -326,3 +326,57 @@ def test_deep_check_of_a_listwise_model(tiny_qwen2):
         (entry,) = httpx.get(srv.url + "/v1/models").json()["data"]
         assert entry["details"]["architecture"] == "Qwen2ForCausalLM"
         assert entry["details"]["kind"] == "llm-listwise"
+
+
+def test_a_probe_goes_in_the_next_model_call_ahead_of_waiting_requests(tiny_bert, monkeypatch):
+    import threading
+
+    config = ServerConfig(
+        models=(ModelSpec.parse(f"m={GATED_KIND}:{tiny_bert}"),), max_batch_pairs=2, max_wait_ms=0
+    )
+    with running_server(config) as srv:
+        batcher = srv.app.state.server.batchers["m"]
+        calls: list[list[tuple[str, str]]] = []
+        real = batcher.reranker.score_pairs_detailed
+
+        def recording(pairs):
+            pairs = list(pairs)
+            calls.append(pairs)
+            return real(pairs)
+
+        monkeypatch.setattr(batcher.reranker, "score_pairs_detailed", recording)
+        Gates.score.clear()
+        Gates.entered.clear()
+        responses = {}
+
+        def send(key, method, path, **kw):
+            responses[key] = httpx.request(method, srv.url + path, timeout=60, **kw)
+
+        first = {"query": "first", "documents": ["a"]}
+        waiting = {"query": "waiting", "documents": ["b", "c"]}
+        threads = [
+            threading.Thread(
+                target=send, args=("first", "POST", "/v1/rerank"), kwargs={"json": first}
+            )
+        ]
+        threads[0].start()
+        assert Gates.entered.wait(30)  # the first request is inside the model
+        threads.append(
+            threading.Thread(
+                target=send, args=("waiting", "POST", "/v1/rerank"), kwargs={"json": waiting}
+            )
+        )
+        threads[1].start()
+        wait_for(lambda: batcher.depth == 1)
+        threads.append(threading.Thread(target=send, args=("probe", "GET", "/ready?deep=1")))
+        threads[2].start()
+        wait_for(lambda: batcher.depth == 2)
+        Gates.score.set()
+        for t in threads:
+            t.join(60)
+        assert {k: r.status_code for k, r in responses.items()} == {
+            "first": 200,
+            "waiting": 200,
+            "probe": 200,
+        }
+        assert [c[0][0].split()[0] for c in calls] == ["first", "health", "waiting"]
