@@ -58,7 +58,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--warmup-samples",
         type=int,
         help="at start, score N pairs at the largest batch shape (min(N, --max-batch-pairs) pairs "
-        "of --max-length tokens) and check the scores are finite (0: one pair only)",
+        "filling the model's max length) and check the scores are finite (0: one pair only)",
     )
     p.add_argument(
         "--health-interval",
