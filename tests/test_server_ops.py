@@ -221,6 +221,8 @@ def test_probe_pairs_differ_between_checks_and_check_scores_refuses_bad_ones():
     a, b = probe_pairs(2, 10, nonce=1), probe_pairs(2, 10, nonce=2)
     assert a == probe_pairs(2, 10, nonce=1)
     assert len(set(a) | set(b)) == 4 and len(set(a)) == 2
+    assert len({q for q, _ in a}) == 1  # one query, as a request has (listwise ranks a list)
+    assert {q for q, _ in a} != {q for q, _ in b}
     assert all(len(doc.split()) == 4 + 10 for _, doc in a)  # "check N passage I" + 10 words
     check_scores(np.array([0.5, -1.0], np.float32), 2)
     with pytest.raises(RuntimeError, match="1 of 2 probe pairs scored a non-finite number"):
@@ -313,16 +315,19 @@ def test_deep_checks_of_a_bi_encoder_really_embed(tiny_bi_encoder, encode_spy):
         for _ in range(2):
             r = httpx.get(srv.url + "/ready?deep=1", timeout=60)
             assert r.status_code == 200 and r.json()["models"]["bi"]["last_check"]["ok"]
-        # two checks, each embedding its queries and documents: nothing came from the memo
-        assert len(seen) == 2 * 2 * PROBE_PAIRS and len(set(seen)) == len(seen)
+        # two checks, each embedding its query and documents: nothing came from the memo
+        assert len(seen) == 2 * (1 + PROBE_PAIRS) and len(set(seen)) == len(seen)
 
 
 def test_deep_check_of_a_listwise_model(tiny_qwen2):
     config = ServerConfig(models=(ModelSpec.parse(f"lw=llm-listwise:{tiny_qwen2}"),))
     with running_server(config) as srv:
+        rr = srv.app.state.server.batchers["lw"].reranker
+        windows = rr.stats["windows"]
         r = httpx.get(srv.url + "/ready?deep=1", timeout=120)
         assert r.status_code == 200
         assert r.json()["models"]["lw"]["last_check"]["ok"] is True
+        assert rr.stats["windows"] == windows + 1  # the model ranked the probe's documents
         (entry,) = httpx.get(srv.url + "/v1/models").json()["data"]
         assert entry["details"]["architecture"] == "Qwen2ForCausalLM"
         assert entry["details"]["kind"] == "llm-listwise"

@@ -109,19 +109,19 @@ _WORDS = [
 
 
 def probe_pairs(count: int, words: int, nonce: int) -> list[tuple[str, str]]:
-    """``count`` distinct (query, document) pairs of English words; documents have ``words`` words
-    after a four-word label.
+    """One query and ``count`` distinct documents of English words, as a request brings them;
+    each document has ``words`` words after a four-word label.
 
-    ``nonce`` goes into every text, so pairs of different checks differ (nothing answers from a
-    cache) while one check's pairs are the same from run to run.
+    One query, so that a listwise model ranks the documents as a list (a query with a single
+    document would need no model call at all). ``nonce`` goes into every text, so the pairs of
+    different checks differ (nothing answers from a cache) while one check's are the same each run.
     """
     rng = random.Random(nonce)
-    pairs = []
-    for i in range(count):
-        query = f"health check {nonce} question {i} " + " ".join(rng.choices(_WORDS, k=6))
-        document = f"check {nonce} passage {i} " + " ".join(rng.choices(_WORDS, k=max(1, words)))
-        pairs.append((query, document))
-    return pairs
+    query = f"health check {nonce} question " + " ".join(rng.choices(_WORDS, k=6))
+    return [
+        (query, f"check {nonce} passage {i} " + " ".join(rng.choices(_WORDS, k=max(1, words))))
+        for i in range(count)
+    ]
 
 
 def check_scores(scores: np.ndarray, count: int) -> None:
