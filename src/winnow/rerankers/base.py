@@ -348,9 +348,22 @@ class Reranker(ABC):
         return self._warmed
 
     def health(self) -> dict[str, Any]:
-        """Device, precision, max length, memory in use and load/warm state, for operators."""
-        from winnow.rerankers.devices import memory_in_use
+        """Device, precision, max length, memory and load/warm state, for operators.
 
+        ``memory_in_use`` is the bytes torch has allocated on a GPU (cuda, mps); on the CPU, where
+        torch does not count, it is the process's resident memory, which holds the weights.
+        ``parameters`` / ``model_bytes`` are the model's size (None for a model served elsewhere,
+        e.g. by Ollama), ``process_resident_bytes`` the whole process's resident memory.
+        """
+        from winnow.rerankers.devices import memory_in_use
+        from winnow.rerankers.info import model_size, process_memory, torch_module
+
+        process = process_memory()["resident_bytes"]
+        module = torch_module(self) if self._loaded else None
+        parameters, model_bytes = model_size(module) if module is not None else (None, None)
+        in_use = memory_in_use(self.config.device) if self._loaded else None
+        if in_use is None and self._loaded and self.config.device.startswith("cpu"):
+            in_use = process
         info: dict[str, Any] = {
             "model": self.config.model,
             "kind": self.config.kind,
@@ -361,6 +374,18 @@ class Reranker(ABC):
             "loaded": self._loaded,
             "warmed": self._warmed,
             "max_length": self.max_length if self._loaded else self.config.max_length,
-            "memory_in_use": memory_in_use(self.config.device) if self._loaded else None,
+            "memory_in_use": in_use,
+            "parameters": parameters,
+            "model_bytes": model_bytes,
+            "process_resident_bytes": process,
         }
         return info
+
+    def info(self, name: str | None = None) -> dict[str, Any]:
+        """Architecture, layers, hidden size, heads, parameters, vocabulary, positions, dtype,
+        device, kind, path and ``name`` (what the user called it); loads the model first.
+
+        See :func:`winnow.rerankers.info.model_info`; fields it cannot know are None."""
+        from winnow.rerankers.info import model_info
+
+        return model_info(self, name)

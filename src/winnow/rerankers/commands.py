@@ -1,4 +1,5 @@
-"""``winnow score``: rerank documents for a query from the command line (a quick look at a model)."""
+"""``winnow score`` (rerank documents for a query) and ``winnow info`` (what a model is): a quick look
+at a model from the command line."""
 
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "documents", nargs="*", help="documents (read from stdin, one per line, if none)"
     )
     p.set_defaults(func=run)
+    register_info(sub)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -57,3 +59,73 @@ def run(args: argparse.Namespace) -> int:
         for h in hits:
             print(f"{h.rank:>4}  {h.score:>10.4f}  [{h.index}] {h.document[:100]}")
     return 0
+
+
+def register_info(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "info",
+        help="load a model and print its architecture, size and settings",
+        description=(
+            "Load MODEL through winnow.load_reranker (on the CPU unless --device says otherwise) and "
+            "print its architecture, layers, hidden size, attention heads, parameters, vocabulary, "
+            "max positions, dtype, device, kind and path (what /v1/models of winnow serve shows). "
+            "Fields a backend cannot tell (an Ollama model) print as unknown."
+        ),
+    )
+    p.add_argument(
+        "model", help="hub id, local model folder, or an Ollama model (--backend ollama)"
+    )
+    p.add_argument(
+        "--kind", default=None, help="reranker kind (inferred from the model if omitted)"
+    )
+    p.add_argument("--device", default="cpu", help="device to load on (default cpu)")
+    p.add_argument(
+        "--dtype", default=None, help="float32, bfloat16, float16, int8 (auto if omitted)"
+    )
+    p.add_argument(
+        "--backend", default=None, help="llm kinds: hf (default) or ollama (needs --kind)"
+    )
+    p.add_argument("--ollama-url", default=None, help="Ollama server (default 127.0.0.1:11434)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=run_info)
+
+
+def run_info(args: argparse.Namespace) -> int:
+    from winnow import load_reranker
+    from winnow.rerankers.info import INFO_FIELDS
+
+    options = {}
+    if args.backend is not None:
+        options["backend"] = args.backend
+    if args.ollama_url is not None:
+        options["ollama_url"] = args.ollama_url
+    reranker = load_reranker(args.model, args.kind, device=args.device, dtype=args.dtype, **options)
+    info = reranker.info(args.model)
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    rows = [(k, "unknown" if info[k] is None else _readable(k, info[k])) for k in INFO_FIELDS]
+    rows += [(k, str(v)) for k, v in info.items() if k not in INFO_FIELDS and v is not None]
+    try:
+        from rich.console import Console
+        from rich.table import Table
+    except ImportError:  # rich is optional: plain aligned text
+        width = max(len(k) for k, _ in rows)
+        for k, v in rows:
+            print(f"{k.ljust(width)}  {v}")
+        return 0
+    table = Table(title=str(args.model), title_justify="left", show_header=False)
+    table.add_column("field")
+    table.add_column("value")
+    for k, v in rows:
+        table.add_row(k, v)
+    Console(width=max(80, max(len(v) for _, v in rows) + 30)).print(table)
+    return 0
+
+
+def _readable(field: str, value) -> str:
+    if field == "model_bytes":
+        return f"{value} ({value / 2**20:.1f} MiB)"
+    if field == "parameters":
+        return f"{value:,}"
+    return str(value)

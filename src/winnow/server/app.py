@@ -2,12 +2,15 @@
 
 Models load and warm up on their worker threads when the app starts (``/health`` answers at once,
 ``/ready`` says 503 until every model has either warmed up or failed, and at least one is usable).
-Requests score through each model's :class:`~winnow.server.batcher.Batcher`.
+Requests score through each model's :class:`~winnow.server.batcher.Batcher`. Deep health checks
+(a real inference, see :mod:`winnow.server.health`) run at start with ``warmup_samples``, every
+``health_interval`` seconds, and on ``GET /ready?deep=1``; a failed one makes ``/ready`` 503.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import uuid
 from collections.abc import AsyncIterator
@@ -15,7 +18,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import numpy as np
-from fastapi import FastAPI, Response
+from fastapi import FastAPI, Query, Response
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 
@@ -26,7 +29,9 @@ from winnow.server.batcher import FAILED, LOADING, READY, Batcher
 from winnow.server.config import ModelSpec, ServerConfig
 from winnow.server.errors import ERROR_RESPONSES, ApiError, install, limit_exceeded
 from winnow.server.guards import ApiKeyMiddleware, BodyLimitMiddleware
+from winnow.server.health import HealthChecks, with_deep_warmup
 from winnow.server.metrics import Metrics, TimingMiddleware
+from winnow.server.model_facts import ModelFacts
 
 #: Documents per Cohere "search unit".
 DOCS_PER_SEARCH_UNIT = 100
@@ -61,10 +66,11 @@ class ServerState:
         self.config = config
         self.metrics = metrics
         self.specs = {m.alias: m for m in config.models}
+        self.checks = HealthChecks(config.health_timeout)
         self.batchers = {
             m.alias: Batcher(
                 m.alias,
-                make_factory(m, config),
+                with_deep_warmup(make_factory(m, config), m.alias, self.checks, config),
                 max_batch_pairs=config.max_batch_pairs,
                 max_wait=config.max_wait_ms / 1000.0,
                 max_queue=config.max_queue,
@@ -72,6 +78,7 @@ class ServerState:
             )
             for m in config.models
         }
+        self.facts = ModelFacts(self.batchers, {m.alias: m.model for m in config.models})
 
     def batcher(self, name: str | None) -> Batcher:
         name = name or self.config.default_model
@@ -99,6 +106,12 @@ class ServerState:
     def ready(self) -> bool:
         states = [b.state for b in self.batchers.values()]
         return bool(states) and LOADING not in states and READY in states
+
+    # -- operations ----------------------------------------------------------------------------
+    def status(self, name: str) -> str:
+        """The batcher's state, or ``unhealthy`` when the model failed its last deep check."""
+        state = self.batchers[name].state
+        return "unhealthy" if state == READY and self.checks.failed(name) else state
 
     # -- limits --------------------------------------------------------------------------------
     def check_limits(
@@ -241,7 +254,16 @@ def create_app(config: ServerConfig) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         for batcher in state.batchers.values():
             batcher.start()
+        periodic = None
+        if config.health_interval > 0:
+            periodic = asyncio.create_task(
+                state.checks.every(config.health_interval, state.batchers)
+            )
         yield
+        if periodic is not None:
+            periodic.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await periodic
         # uvicorn has stopped accepting and waited for in-flight requests; drain what is left.
         await asyncio.gather(
             *(asyncio.to_thread(b.close, config.graceful_timeout) for b in state.batchers.values())
@@ -255,6 +277,7 @@ def create_app(config: ServerConfig) -> FastAPI:
     )
     app.state.server = state
     app.state.metrics = metrics
+    metrics.watch_operations(state.facts.sizes, lambda: dict(state.checks.last))
     install(app)
 
     @app.get("/health", response_model=s.Health, tags=["operations"])
@@ -268,12 +291,23 @@ def create_app(config: ServerConfig) -> FastAPI:
         responses={503: {"model": s.Readiness, "description": "not ready yet"}},
         tags=["operations"],
     )
-    async def ready() -> JSONResponse:
-        """Per model: loaded, warmed, device, dtype, max length. 503 until ready."""
+    async def ready(
+        deep: bool = Query(
+            False,
+            description="run a deep health check (a real inference through each serving model's "
+            "batcher) now, and report it",
+        ),
+    ) -> JSONResponse:
+        """Per model: loaded, warmed, device, dtype, max length, size, last deep check; process
+        memory. 503 until ready, and while a model's last deep check failed."""
+        from winnow.rerankers.info import gpu_memory, process_memory
+
+        if deep:
+            await state.checks.check_all(state.batchers)
         models = {}
         for name, b in state.batchers.items():
             info = s.ModelReadiness(
-                status=b.state,
+                status=state.status(name),
                 model=state.specs[name].model,
                 kind=state.specs[name].kind,
                 warmup_seconds=b.warmup_seconds,
@@ -284,24 +318,40 @@ def create_app(config: ServerConfig) -> FastAPI:
                 h = r.health()
                 info.kind, info.loaded, info.warmed = h["kind"], h["loaded"], h["warmed"]
                 info.device, info.dtype, info.max_length = h["device"], h["dtype"], h["max_length"]
+            size = state.facts.size(name)
+            if size is not None:
+                info.parameters, info.model_bytes = size
+            check = state.checks.last.get(name)
+            if check is not None:
+                info.last_check = s.HealthCheck(**check.as_dict())
+            failed = state.checks.failed(name)
+            if failed is not None and b.state == READY:
+                info.error = f"deep health check failed at {failed.time}: {failed.error}"
             models[name] = info
-        body = s.Readiness(ready=state.ready, default_model=config.default_model, models=models)
+        unhealthy = any(m.status == "unhealthy" for m in models.values())
+        ok = state.ready and not unhealthy
+        memory = s.ProcessMemory(**process_memory(), gpu=gpu_memory() or None)
+        body = s.Readiness(
+            ready=ok, default_model=config.default_model, models=models, memory=memory
+        )
         return JSONResponse(
             body.model_dump(mode="json", exclude_none=True),
-            status_code=200 if state.ready else 503,
+            status_code=200 if ok else 503,
         )
 
     @app.get("/v1/models", response_model=s.ModelList, tags=["operations"])
     async def list_models() -> s.ModelList:
-        """The served models; the first is the default."""
+        """The served models (the first is the default), with what each is once loaded."""
+        details = await asyncio.to_thread(lambda: {n: state.facts.details(n) for n in state.specs})
         return s.ModelList(
             data=[
                 s.ModelInfo(
                     id=name,
                     model=spec.model,
                     kind=_kind(spec, state.batchers[name]),
-                    status=state.batchers[name].state,
+                    status=state.status(name),
                     default=name == config.default_model,
+                    details=s.ModelDetails(**details[name]) if details[name] else None,
                 )
                 for name, spec in state.specs.items()
             ]

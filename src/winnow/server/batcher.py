@@ -200,6 +200,30 @@ class Batcher:
             job.abandoned = True  # the worker skips what it has not started yet
             raise
 
+    async def probe(self, pairs: list[tuple[str, str]], timeout: float) -> PairScores:
+        """Score ``pairs`` in the model's next call, ahead of waiting requests (a health check).
+
+        It goes through the worker thread like a request, so it never runs at the same time as a
+        batch, but it skips the line and the ``max_queue`` limit. Raises NotAccepting when the
+        model is not serving, TimeoutError when no answer came within ``timeout`` seconds.
+        """
+        if self.state != READY or self._closing:
+            state = STOPPED if self._closing else self.state
+            raise NotAccepting(self.name, state, self.error if state == FAILED else "")
+        if not pairs:
+            return PairScores.empty()
+        loop = asyncio.get_running_loop()
+        job = _Job(list(pairs), loop.create_future(), loop, time.monotonic())
+        with self._cond:
+            self._queue.appendleft(job)
+            self._pending_pairs += len(job.pairs)
+            self._cond.notify()
+        try:
+            return await asyncio.wait_for(job.future, timeout)
+        except (asyncio.TimeoutError, asyncio.CancelledError):
+            job.abandoned = True  # the worker skips it if it has not started it
+            raise
+
     # -- the worker thread ---------------------------------------------------------------------
     def _main(self) -> None:
         try:

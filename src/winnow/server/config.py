@@ -121,6 +121,13 @@ class ServerConfig:
     graceful_timeout: float = 30.0
     cors_origins: tuple[str, ...] = ()
     log_level: str = "info"
+    #: pairs of a deep warm-up at start (at the largest batch shape: up to max_batch_pairs pairs of
+    #: max_length tokens); 0: only the one-pair warm-up
+    warmup_samples: int = 0
+    #: seconds between deep health checks through each model's batcher; 0: off
+    health_interval: float = 0.0
+    #: seconds a deep health check (periodic or /ready?deep=1) may take before it counts as failed
+    health_timeout: float = 30.0
 
     def __post_init__(self) -> None:
         aliases = [m.alias for m in self.models]
@@ -145,6 +152,15 @@ class ServerConfig:
             raise ConfigError("max_wait_ms and graceful_timeout must be >= 0")
         if self.max_length is not None and self.max_length < 8:
             raise ConfigError(f"max_length must be >= 8, got {self.max_length}")
+        if self.warmup_samples < 0:
+            raise ConfigError(f"warmup_samples must be >= 0 (0: off), got {self.warmup_samples}")
+        if not 0 <= self.health_interval < float("inf"):  # NaN fails too
+            raise ConfigError(
+                f"health_interval must be a number of seconds >= 0 (0: off), "
+                f"got {self.health_interval}"
+            )
+        if not 0 < self.health_timeout < float("inf"):
+            raise ConfigError(f"health_timeout must be > 0 seconds, got {self.health_timeout}")
 
     @property
     def default_model(self) -> str | None:

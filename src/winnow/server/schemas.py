@@ -198,6 +198,29 @@ class ErrorResponse(BaseModel):
     limit: int | None = None
 
 
+class ModelDetails(BaseModel):
+    """What the loaded model is (``winnow.rerankers.info.model_info``); None where unknown."""
+
+    name: str = Field(..., description="the model as the operator named it (hub id, folder)")
+    path: str | None = Field(None, description="what the name resolved to")
+    kind: str | None = None
+    backend: str | None = Field(None, description="hf, ollama or custom")
+    architecture: str | None = None
+    model_type: str | None = None
+    num_layers: int | None = None
+    hidden_size: int | None = None
+    num_attention_heads: int | None = None
+    parameters: int | None = None
+    model_bytes: int | None = Field(None, description="parameters x bytes per parameter")
+    vocab_size: int | None = None
+    max_position_embeddings: int | None = None
+    max_length: int | None = Field(None, description="longest input the server scores, tokens")
+    dtype: str | None = None
+    device: str | None = None
+    quantization: str | None = Field(None, description="Ollama: the quantisation level")
+    parameter_size: str | None = Field(None, description='Ollama: the size it states ("7.6B")')
+
+
 class ModelInfo(BaseModel):
     id: str
     object: str = "model"
@@ -206,11 +229,23 @@ class ModelInfo(BaseModel):
     kind: str | None
     status: str
     default: bool
+    details: ModelDetails | None = Field(None, description="once the model is loaded")
 
 
 class ModelList(BaseModel):
     object: str = "list"
     data: list[ModelInfo]
+
+
+class HealthCheck(BaseModel):
+    """A deep health check: a real inference on a few probe pairs, scores checked finite."""
+
+    time: str = Field(..., description="when it started, ISO-8601 UTC")
+    seconds: float
+    ok: bool
+    trigger: Literal["warmup", "interval", "probe"]
+    pairs: int
+    error: str | None = None
 
 
 class ModelReadiness(BaseModel):
@@ -224,12 +259,28 @@ class ModelReadiness(BaseModel):
     max_length: int | None = None
     warmup_seconds: float | None = None
     error: str | None = None
+    parameters: int | None = None
+    model_bytes: int | None = Field(None, description="parameters x bytes per parameter")
+    last_check: HealthCheck | None = Field(None, description="the last deep health check")
+
+
+class GpuMemory(BaseModel):
+    allocated_bytes: int
+    reserved_bytes: int
+    peak_allocated_bytes: int
+
+
+class ProcessMemory(BaseModel):
+    resident_bytes: int | None = Field(None, description="resident memory now (Linux)")
+    peak_resident_bytes: int | None = None
+    gpu: dict[str, GpuMemory] | None = Field(None, description="per CUDA device; absent without")
 
 
 class Readiness(BaseModel):
     ready: bool
     default_model: str | None
     models: dict[str, ModelReadiness]
+    memory: ProcessMemory | None = None
 
 
 class Health(BaseModel):
