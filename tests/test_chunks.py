@@ -132,3 +132,123 @@ def test_truncate_to_tokens_cuts_the_original_text_at_a_token_end(reranker):
     assert len(tokenizer(cut, add_special_tokens=False)["input_ids"]) == 10
     assert truncate_to_tokens("short", tokenizer, 10) == ("short", False)
     assert truncate_to_tokens("one two three", None, 2) == ("one two", True)
+
+
+# -- the two-model form in `winnow eval`: documents by model A, the top N's chunks by model B ------
+
+TOPICS = {
+    "wing": "wing lift drag airfoil flow boundary layer separation vortex",
+    "heat": "heat transfer temperature conduction convection wall flux",
+    "grain": "grain chaff wheat threshing harvest barley mill flour",
+}
+
+
+@pytest.fixture(scope="module")
+def long_beir(tmp_path_factory):
+    """A BEIR folder of 15 documents, the longer ones several windows of the tiny models long."""
+    import json
+    import random
+
+    rng = random.Random(7)
+    root = tmp_path_factory.mktemp("beir-long") / "long"
+    (root / "qrels").mkdir(parents=True)
+    docs, queries, qrels = [], [], []
+    for topic, words in TOPICS.items():
+        vocab = words.split()
+        for i in range(5):
+            text = " ".join(rng.choice(vocab) for _ in range(20 + 60 * i))
+            docs.append({"_id": f"{topic}{i}", "title": f"{topic} {i}", "text": text})
+        queries.append({"_id": f"q-{topic}", "text": " ".join(rng.sample(vocab, 3))})
+        qrels += [f"q-{topic}\t{topic}{i}\t1" for i in (1, 3)]
+    (root / "corpus.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs))
+    (root / "queries.jsonl").write_text("".join(json.dumps(q) + "\n" for q in queries))
+    (root / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "\n".join(qrels))
+    return root
+
+
+def test_eval_two_model_expression_is_rerank_then_chunks_of_the_top_n(
+    long_beir, tmp_path, tiny_bert, tiny_xlmr
+):
+    import json
+
+    from winnow.cli import main
+    from winnow.data import load_dataset, read_run
+    from winnow.pipeline.base import top_docs
+
+    system = f"bm25%8>>rerank:cross-encoder:{tiny_bert}>>chunked:cross-encoder:{tiny_xlmr}@3"
+    out = tmp_path / "out"
+    argv = ["eval", "--dataset", str(long_beir), "--systems", f"bm25,{system}"]
+    argv += ["--output", str(out), "--no-cache", "--no-plot", "--device", "cpu", "--no-progress"]
+    assert main(argv) == 0
+    doc = json.loads((out / "metrics.json").read_text())
+    assert doc["systems"][system]["pipeline"].endswith("@3")
+    run = read_run(out / doc["systems"][system]["run"])
+    bm25 = read_run(out / doc["systems"]["bm25"]["run"])
+
+    dataset = load_dataset(str(long_beir))
+    model_a = winnow.load_reranker(tiny_bert, "cross-encoder", device="cpu")
+    model_b = winnow.load_reranker(tiny_xlmr, "cross-encoder", device="cpu")
+    split = 0
+    for qid, query in dataset.queries.items():
+        candidates = [d for d, _ in top_docs(bm25[qid], 8)]
+        # stage 1: model A scores the 8 documents (title + text)
+        hits = model_a.rank(query, [dataset.corpus[d].full_text for d in candidates])
+        by_a = [d for d, _ in top_docs({candidates[h.index]: h.score for h in hits})]
+        # stage 2: model B re-scores the best 3 by their best window, the other 5 stay below
+        head = [dataset.corpus[d] for d in by_a[:3]]
+        chunked = rank_chunked(
+            model_b, [query], [[d.text for d in head]], titles=[[d.title for d in head]]
+        )[0]
+        expected = [head[h.index].doc_id for h in chunked] + by_a[3:]
+        assert [d for d, _ in top_docs(run[qid])] == expected
+        for h in chunked:
+            assert run[qid][head[h.index].doc_id] == pytest.approx(h.score, abs=1e-5)
+        windows = rank_chunks(
+            model_b, [query], [[d.text for d in head]], titles=[[d.title for d in head]]
+        )[0]
+        split += sum(h.chunk > 0 for h in windows)
+    assert split > 0  # some of the documents model B re-scored were really cut into windows
+
+
+def test_default_windows_do_not_depend_on_the_other_queries(reranker):
+    """Regression: the default window was sized for the longest query of the whole call, so a
+    query's scores changed with the queries it was batched with (eval groups, batch_queries)."""
+    short = "lift"
+    long = " ".join(["supersonic boundary layer transition on a swept wing"] * 6)
+    alone = rank_chunked(reranker, [short], [DOCS])[0]
+    together = rank_chunked(reranker, [short, long], [DOCS, DOCS])[0]
+    assert [r.index for r in together] == [r.index for r in alone]
+    # equal up to float rounding of the batch a pair lands in (padding)
+    np.testing.assert_allclose([r.score for r in together], [r.score for r in alone], atol=1e-5)
+    alone_hits = rank_chunks(reranker, [short], [DOCS])[0]
+    together_hits = rank_chunks(reranker, [long, short], [DOCS, DOCS])[1]
+    spans = sorted((h.doc_index, h.chunk, h.start, h.end) for h in alone_hits)
+    assert sorted((h.doc_index, h.chunk, h.start, h.end) for h in together_hits) == spans
+    by_span = {(h.doc_index, h.chunk): h.score for h in alone_hits}
+    np.testing.assert_allclose(
+        [h.score for h in together_hits],
+        [by_span[h.doc_index, h.chunk] for h in together_hits],
+        atol=1e-5,
+    )
+
+
+def test_spec_depth_suffix_sets_the_rescoring_depth(tiny_bert, tiny_xlmr):
+    from winnow.errors import ConfigError
+    from winnow.pipeline import SpecOptions, parse_system
+    from winnow.pipeline.rerank import ChunkedRerank, Rerank
+
+    options = SpecOptions(reranker=f"cross-encoder:{tiny_bert}", depth=50, device="cpu")
+    stage = parse_system(f"bm25 % 100 >> rerank >> chunked:cross-encoder:{tiny_xlmr}@10", options)
+    rerank, chunked = stage.stages[2], stage.stages[3]
+    assert isinstance(rerank, Rerank) and rerank.depth == 50
+    assert isinstance(chunked, ChunkedRerank) and chunked.depth == 10
+    assert chunked.label.endswith("@10") and stage.label.endswith("@10")
+    assert parse_system("bm25 >> rerank@7", options).stages[1].depth == 7
+    assert options.depth == 50  # the suffix does not leak into the shared options
+    for bad, message in [
+        ("bm25@10", "rerank and chunked stages only"),
+        ("bm25 >> rerank@0", "positive integer"),
+        ("bm25 >> hybrid@3", "rerank and chunked stages only"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            parse_system(bad, options)

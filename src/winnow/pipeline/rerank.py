@@ -239,6 +239,7 @@ class ChunkedRerank(RescoreStage):
             *super().settings(),
             [self.window, self.stride, self.aggregate, self.max_chunks_per_doc, self.k],
             [second, self.chunk_depth],
+            "windows-per-query",  # default windows are sized per query (older entries were not)
         ]
 
     def score(

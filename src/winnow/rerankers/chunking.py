@@ -246,22 +246,24 @@ def _score_windows(
 ) -> list[list[tuple[list[ChunkHit], bool]]]:
     """Per query, per document: its windows scored (document order) and whether some were dropped.
 
-    Window pairs of all queries go through ``reranker.score_pairs_detailed`` in one call.
+    Window pairs of all queries go through ``reranker.score_pairs_detailed`` in one call. The
+    default window is sized for each query on its own, so a query's windows (and scores) do not
+    depend on the other queries of the call.
     """
     tokenizer = window_tokenizer(reranker)
-    window = window or default_window(reranker, queries, tokenizer)
-    stride = stride or max(1, (window * 3) // 4)
     pairs: list[tuple[str, str]] = []
     plans = []  # per query, per doc: (pair offset, spans, dropped, title)
-    span_cache: dict[tuple[str, str], tuple[list[tuple[int, int]], bool]] = {}
+    span_cache: dict[tuple, tuple[list[tuple[int, int]], bool]] = {}
+    limit = max_chunks_per_doc + 1 if max_chunks_per_doc else None
     for qi, (query, qdocs) in enumerate(zip(queries, docs)):
+        q_window = window or default_window(reranker, [query], tokenizer)
+        q_stride = stride or max(1, (q_window * 3) // 4)
         qplans = []
         for di, doc in enumerate(qdocs):
             title = titles[qi][di] if titles is not None else ""
-            key = (title, doc)
+            key = (title, doc, q_window, q_stride)
             if key not in span_cache:
-                limit = max_chunks_per_doc + 1 if max_chunks_per_doc else None
-                spans = window_spans(doc, tokenizer, window, stride, title=title, max_chunks=limit)
+                spans = window_spans(doc, tokenizer, q_window, q_stride, title, max_chunks=limit)
                 kept = spans[:max_chunks_per_doc] if max_chunks_per_doc else spans
                 span_cache[key] = (kept, len(kept) < len(spans))
             spans, dropped = span_cache[key]
@@ -298,7 +300,7 @@ def rank_chunked(
 
     Window pairs of all queries go through ``reranker.score_pairs_detailed`` in one call (so the
     engine batches them together). Defaults: ``window`` fills the model's ``max_length`` after the
-    longest query, ``stride`` is three quarters of the window (25% overlap). A result is marked
+    query (each query's own), ``stride`` is three quarters of the window (25% overlap). A result is marked
     ``truncated`` when a window was cut by the model or ``max_chunks_per_doc`` dropped part of the
     document; ``num_tokens`` is the most tokens the model scored for any one window of it.
 
