@@ -225,3 +225,39 @@ def test_return_chunks_without_chunking_is_the_whole_document(client, reranker):
     # without return_chunks nothing changes
     r = client.post("/v1/rerank", json={"query": QUERY, "documents": docs, "chunks_per_doc": 3})
     assert all("chunks" not in x for x in r.json()["results"])
+
+
+@pytest.fixture(scope="module")
+def steep_bert(tmp_path_factory):
+    """The tiny BERT with its classifier scaled up: logits of hundreds, whose sigmoid is 1.0 or
+    0.0 in float32 (as a listwise model's rank scores, or a confident cross-encoder's, are)."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from winnow.testing import build_tiny_bert_cross_encoder
+
+    path = build_tiny_bert_cross_encoder(tmp_path_factory.mktemp("steep") / "bert", seed=3)
+    model = AutoModelForSequenceClassification.from_pretrained(path)
+    with torch.no_grad():
+        model.classifier.weight.mul_(3000.0)
+        model.classifier.bias.zero_()
+    model.save_pretrained(path)
+    AutoTokenizer.from_pretrained(path).save_pretrained(path)
+    return str(path)
+
+
+def test_order_follows_raw_scores_when_sigmoid_saturates(steep_bert):
+    """Regression: results were sorted by the sigmoid scores, so documents whose scores all
+    rounded to 1.0 (or 0.0) came back in request order instead of by their raw scores."""
+    reranker = load_reranker(steep_bert)
+    raw = reranker.score_pairs([(QUERY, d) for d in DOCS])
+    assert len(set(sigmoid(raw).tolist())) <= len(DOCS) - 3  # saturated: sigmoid cannot order them
+    expected = [h.index for h in reranker.rank(QUERY, DOCS)]
+    config = ServerConfig(models=(ModelSpec.parse(f"steep={steep_bert}"),))
+    with running_server(config) as srv, httpx.Client(base_url=srv.url, timeout=30) as c:
+        v1 = c.post("/v1/rerank", json={"query": QUERY, "documents": DOCS, "normalize": "sigmoid"})
+        v2 = c.post("/v2/rerank", json={"query": QUERY, "documents": DOCS})
+        tei = c.post("/rerank", json={"query": QUERY, "texts": DOCS, "truncate": True})
+    assert [x["index"] for x in v1.json()["results"]] == expected
+    assert [x["index"] for x in v2.json()["results"]] == expected
+    assert [x["index"] for x in tei.json()] == expected

@@ -239,6 +239,8 @@ def _kind(spec: ModelSpec, batcher: Batcher) -> str | None:
 
 
 def _order(scores: np.ndarray, top_n: int | None) -> np.ndarray:
+    """Best first by the raw scores: a sigmoid answered to the client can round many of them to
+    the same 1.0 (or 0.0) in float32, and would then leave their order to the request's."""
     order = rank_order(scores)
     return order[:top_n] if top_n is not None else order
 
@@ -388,7 +390,7 @@ def create_app(config: ServerConfig) -> FastAPI:
         if body.normalize == "sigmoid":
             scores = apply_activation(scores, "sigmoid")
         results = []
-        for i in _order(scores, body.limit()):
+        for i in _order(scored.scores, body.limit()):
             result = s.RerankResult(index=int(i), relevance_score=float(scores[i]))
             if body.return_documents:
                 result.document = s.ResultDocument(text=texts[i])
@@ -441,7 +443,7 @@ def create_app(config: ServerConfig) -> FastAPI:
             )
         scores = scored.scores if body.raw_scores else apply_activation(scored.scores, "sigmoid")
         out = []
-        for i in _order(scores, None):
+        for i in _order(scored.scores, None):
             rank = s.TEIRank(index=int(i), score=float(scores[i]))
             if body.return_text:
                 rank.text = body.texts[i]
@@ -479,7 +481,7 @@ def create_app(config: ServerConfig) -> FastAPI:
             id=str(uuid.uuid4()),
             results=[
                 s.RerankV2Result(index=int(i), relevance_score=float(scores[i]))
-                for i in _order(scores, body.top_n)
+                for i in _order(scored.scores, body.top_n)
             ],
             meta=s.Meta(api_version=s.ApiVersion(), billed_units=s.BilledUnits(search_units=units)),
         )
