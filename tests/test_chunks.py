@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -252,3 +254,24 @@ def test_spec_depth_suffix_sets_the_rescoring_depth(tiny_bert, tiny_xlmr):
     ]:
         with pytest.raises(ConfigError, match=message):
             parse_system(bad, options)
+
+
+def test_windows_start_and_end_at_word_boundaries(reranker):
+    """Regression: windows were cut at any token, so with a subword tokenizer a chunk could start
+    or end inside a word ("ows with the angle ...")."""
+    tokenizer = window_tokenizer(reranker)
+    # words of 2-4 subword tokens with the tiny vocabularies
+    text = " ".join(["the wings lifted, winnowing layered breads; millers heats attacks"] * 12)
+    for window, stride in [(12, 9), (12, 12), (7, 3)]:
+        spans = window_spans(text, tokenizer, window, stride)
+        assert len(spans) > 3
+        for a, b in spans:
+            assert a == 0 or not (text[a - 1].isalnum() and text[a].isalnum()), text[a - 5 : a + 5]
+            assert b == len(text) or not (text[b - 1].isalnum() and text[b].isalnum())
+            assert len(tokenizer(text[a:b], add_special_tokens=False)["input_ids"]) <= window
+        # no text is skipped between consecutive windows (at most the space between two words)
+        assert spans[0][0] == 0 and spans[-1][1] == len(text)
+        assert all(not text[b1:a2].strip() for (_, b1), (a2, _) in itertools.pairwise(spans))
+    # a word longer than the window is still cut (nothing else fits)
+    long_word = "pneumonoultramicroscopicsilicovolcanoconiosis " * 3
+    assert all(b > a for a, b in window_spans(long_word, tokenizer, 3, 3))

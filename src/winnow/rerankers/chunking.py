@@ -114,13 +114,34 @@ def window_spans(
     if len(offsets) <= room:
         return [(0, len(text))]
     step = min(stride, room)
+    n = len(offsets)
+    starts = _word_starts(text, offsets)
+
+    def word_start(i: int, floor: int, ceiling: int) -> int:
+        """The word start nearest token i in (floor, ceiling]: looking back first; i if none."""
+        for j in (*range(i, floor, -1), *range(i + 1, ceiling + 1)):
+            if starts[j]:
+                return j
+        return i
+
     spans = []
-    for start in range(0, len(offsets), step):
-        end = min(start + room, len(offsets))
+    start = 0
+    while True:
+        end = min(start + room, n)
+        if end < n:  # leave a word that does not fit whole to the next window
+            end = word_start(end, start, end)
         spans.append((offsets[start][0], offsets[end - 1][1]))
-        if end == len(offsets) or (max_chunks is not None and len(spans) >= max_chunks):
+        if end == n or (max_chunks is not None and len(spans) >= max_chunks):
             break
+        # the next window starts ``step`` tokens on, at a word start, and never after this end
+        start = word_start(min(start + step, end), start, end)
     return spans
+
+
+def _word_starts(text: str, offsets: list[tuple[int, int]]) -> list[bool]:
+    """Whether each token begins a whitespace-delimited word (the first token, or one with
+    whitespace before it). Subwords ("##ows") and attached punctuation continue a word."""
+    return [i == 0 or a == 0 or text[a - 1].isspace() for i, (a, _) in enumerate(offsets)]
 
 
 def split_windows(
@@ -134,10 +155,12 @@ def split_windows(
     """Cut ``text`` into windows of ``window`` tokens, a new one every ``stride`` tokens.
 
     ``stride < window`` gives overlapping windows (overlap = window - stride). The title, when given,
-    is prepended to every window and its tokens count against the window. Windows are cut at token
-    boundaries and returned as the original substrings, so no text is altered. ``tokenizer`` is a
-    Hugging Face fast tokenizer or a ``tokenizers.Tokenizer``; ``None`` counts whitespace words.
-    :func:`window_spans` gives where each window lies in ``text``.
+    is prepended to every window and its tokens count against the window. Windows are cut at
+    whitespace (a word that does not fit whole moves to the next window; only a word longer than
+    the window, or text without spaces, is cut inside) and returned as the original substrings,
+    so no text is altered. ``tokenizer`` is a Hugging Face fast tokenizer or a
+    ``tokenizers.Tokenizer``; ``None`` counts whitespace words. :func:`window_spans` gives where
+    each window lies in ``text``.
     """
     spans = window_spans(text, tokenizer, window, stride, title=title, max_chunks=max_chunks)
     return [window_text(text[a:b], title) for a, b in spans]
