@@ -51,8 +51,9 @@ PRIMITIVES: dict[str, str] = {
     "rrf": "reciprocal rank fusion (k=60) of a parallel stage",
     "combsum": "CombSUM of min-max normalised scores of a parallel stage",
     "combmnz": "CombMNZ of min-max normalised scores of a parallel stage",
-    "rerank": "rerank the top --depth with the default reranker (rerank:MODEL for another)",
-    "chunked": "document-then-chunk rerank with the default reranker (chunked:MODEL)",
+    "rerank": "rerank the top --depth with the default reranker (rerank:MODEL for another, "
+    "rerank@N for the top N)",
+    "chunked": "document-then-chunk rerank with the default reranker (chunked:MODEL, chunked@N)",
 }
 
 _TOKEN = re.compile(r"\s*(?:(>>)|([|%()])|([^\s|%()>]+))")
