@@ -239,6 +239,8 @@ class ChunkedRerank(RescoreStage):
             *super().settings(),
             [self.window, self.stride, self.aggregate, self.max_chunks_per_doc, self.k],
             [second, self.chunk_depth],
+            # windows sized per query and cut at whitespace (older cache entries were neither)
+            "windows-per-query-at-whitespace",
         ]
 
     def score(

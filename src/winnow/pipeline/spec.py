@@ -15,6 +15,11 @@ from :data:`SYSTEMS`. A MODEL may carry the kind's options as a model spec does
 (``llm:BAAI/bge-reranker-v2-gemma?template=bge-gemma&max_query_length=64``, see
 :mod:`winnow.rerankers.registry`). Quotes (``'...'`` or ``"..."``) inside a word keep spaces and
 ``| % ( ) >`` as part of it: ``'llm:/models/my model?instruction=Is it about wings?'``.
+A rescoring word (``rerank``, ``chunked``, ``rerank:MODEL``, ``chunked:MODEL``, ``KIND:MODEL``) may end
+in ``@N``: that stage re-scores the top N of its input (instead of ``depth``) and keeps the others
+below, in their incoming order. So the two-model document-then-chunk form is written
+``bm25 % 100 >> rerank:MODEL_A >> chunked:MODEL_B@10``: model A scores the 100 documents, model B
+re-scores the best 10 by their best window.
 Examples: ``bm25%100>>rerank:cross-encoder/ms-marco-MiniLM-L-6-v2``,
 ``(bm25%1000 | dense%1000) >> rrf >> rerank % 10``.
 """
@@ -23,12 +28,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from winnow.errors import ConfigError
 from winnow.pipeline.base import Parallel, Pipeline, Stage
 from winnow.pipeline.fusion import RRF, ScoreFusion
-from winnow.pipeline.rerank import ChunkedRerank, Rerank
+from winnow.pipeline.rerank import ChunkedRerank, Rerank, RescoreStage
 from winnow.pipeline.retrieval import BM25, DEFAULT_DENSE_MODEL, Dense
 
 #: The named systems, in one place. ``rerank`` / ``chunked`` use the default reranker.
@@ -49,12 +54,15 @@ PRIMITIVES: dict[str, str] = {
     "rrf": "reciprocal rank fusion (k=60) of a parallel stage",
     "combsum": "CombSUM of min-max normalised scores of a parallel stage",
     "combmnz": "CombMNZ of min-max normalised scores of a parallel stage",
-    "rerank": "rerank the top --depth with the default reranker (rerank:MODEL for another)",
-    "chunked": "document-then-chunk rerank with the default reranker (chunked:MODEL)",
+    "rerank": "rerank the top --depth with the default reranker (rerank:MODEL for another, "
+    "rerank@N for the top N)",
+    "chunked": "document-then-chunk rerank with the default reranker (chunked:MODEL, chunked@N)",
 }
 
 _TOKEN = re.compile(r"""\s*(?:(>>)|([|%()])|((?:[^\s|%()>'"]|'[^']*'|"[^"]*")+))""")
 _QUOTED = re.compile("'([^']*)'|\"([^\"]*)\"")
+#: ``WORD@N``: a rescoring stage with its own depth.
+_AT_DEPTH = re.compile(r"(?P<word>.+)@(?P<depth>\d+)")
 
 
 @dataclass
@@ -186,6 +194,9 @@ class _Parser:
         return self.word(token)
 
     def word(self, word: str) -> Stage:
+        at = _AT_DEPTH.fullmatch(word)
+        if at is not None:
+            return self.at_depth(at["word"], int(at["depth"]))
         o = self.options
         if word in SYSTEMS:
             if word in self.seen:
@@ -228,6 +239,25 @@ class _Parser:
                 f"rerank:MODEL, llm:MODEL, " + ", ".join(f"{k}:MODEL" for k in available_kinds())
             )
         raise self.error(f"unknown name {word!r}; valid names: {valid_words()}")
+
+    def at_depth(self, word: str, depth: int) -> Stage:
+        """``word@depth``: the rescoring stage ``word`` with its own depth."""
+        if depth < 1:
+            raise self.error(
+                f"'@' must be followed by a positive integer, got {depth!r} in {word!r}"
+            )
+        options, self.options = self.options, replace(self.options, depth=depth)
+        try:
+            stage = self.word(word)
+        finally:
+            self.options = options
+        if not isinstance(stage, RescoreStage):
+            raise self.error(
+                f"'{word}@{depth}': a depth applies to rerank and chunked stages only "
+                "(for a rank cut-off write '% N')"
+            )
+        stage.label += f"@{depth}"
+        return stage
 
 
 def parse_system(spec: str, options: SpecOptions | None = None) -> Stage:

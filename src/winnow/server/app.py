@@ -24,6 +24,7 @@ from fastapi.responses import JSONResponse
 
 from winnow import __version__
 from winnow.rerankers.base import Reranker, apply_activation, rank_order
+from winnow.rerankers.chunking import ChunkHit, best_chunks, chunk_hits
 from winnow.server import schemas as s
 from winnow.server.batcher import FAILED, LOADING, READY, Batcher
 from winnow.server.config import ModelSpec, ServerConfig
@@ -47,6 +48,8 @@ class DocScores:
     num_tokens: np.ndarray  # tokens scored (of the longest window)
     pairs: int  # pairs the model scored for the request
     total_tokens: int
+    #: per document, its windows in document order (chunked, or when chunks were asked for)
+    chunks: list[list[ChunkHit]] | None = None
 
 
 def make_factory(spec: ModelSpec, config: ServerConfig):
@@ -139,10 +142,21 @@ class ServerState:
 
     # -- scoring -------------------------------------------------------------------------------
     async def score(
-        self, batcher: Batcher, query: str, texts: list[str], max_chunks: int | None
+        self,
+        batcher: Batcher,
+        query: str,
+        texts: list[str],
+        max_chunks: int | None,
+        chunks: bool = False,
     ) -> DocScores:
         if max_chunks is None:
             scored = await batcher.submit([(query, t) for t in texts])
+            whole = None
+            if chunks:  # not split: a document is one window, the whole text
+                whole = [
+                    chunk_hits(i, t, [(0, len(t))], scored.take(slice(i, i + 1)))
+                    for i, t in enumerate(texts)
+                ]
             return DocScores(
                 scored.scores,
                 scored.truncated,
@@ -150,8 +164,24 @@ class ServerState:
                 scored.num_tokens,
                 len(texts),
                 int(scored.num_tokens.sum()),
+                whole,
             )
         return await self._score_chunked(batcher, query, texts, max_chunks)
+
+    async def score_truncated(
+        self, batcher: Batcher, query: str, texts: list[str], max_tokens: int
+    ) -> DocScores:
+        """Score each text cut to its first ``max_tokens`` tokens (Cohere v2's max_tokens_per_doc)."""
+        from winnow.rerankers.chunking import truncate_to_tokens, window_tokenizer
+
+        if batcher.state != READY:
+            await batcher.submit([])  # raises the reason it is not ready
+
+        def cut_all() -> list[str]:
+            tokenizer = window_tokenizer(batcher.reranker)
+            return [truncate_to_tokens(t, tokenizer, max_tokens)[0] for t in texts]
+
+        return await self.score(batcher, query, await asyncio.to_thread(cut_all), None)
 
     async def _score_chunked(
         self, batcher: Batcher, query: str, texts: list[str], max_chunks: int
@@ -161,37 +191,52 @@ class ServerState:
         if batcher.state != READY:
             await batcher.submit([])  # raises the reason it is not ready
         windows = await asyncio.to_thread(_split_all, batcher.reranker, query, texts, max_chunks)
-        pairs = [(query, w) for chunks, _ in windows for w in chunks]
+        pairs = [(query, text[a:b]) for text, (spans, _) in zip(texts, windows) for a, b in spans]
         scored = await batcher.submit(pairs)
         n = len(texts)
         scores = np.empty(n, dtype=np.float32)
         cut = np.zeros(n, dtype=bool)
         dropped = np.array([d for _, d in windows], dtype=bool)
         num_tokens = np.zeros(n, dtype=np.int32)
+        hits = []
         start = 0
-        for i, (chunks, _) in enumerate(windows):
-            stop = start + len(chunks)
+        for i, (spans, _) in enumerate(windows):
+            stop = start + len(spans)
             scores[i] = aggregate_scores(scored.scores[start:stop], "max")
             cut[i] = bool(scored.truncated[start:stop].any())
             num_tokens[i] = int(scored.num_tokens[start:stop].max())
+            hits.append(chunk_hits(i, texts[i], spans, scored.take(slice(start, stop))))
             start = stop
-        return DocScores(scores, cut, dropped, num_tokens, len(pairs), int(scored.num_tokens.sum()))
+        return DocScores(
+            scores, cut, dropped, num_tokens, len(pairs), int(scored.num_tokens.sum()), hits
+        )
 
 
 def _split_all(
     reranker: Reranker, query: str, texts: list[str], max_chunks: int
-) -> list[tuple[list[str], bool]]:
-    """Windows of each text (as ``rank_chunked`` cuts them) and whether any were left out."""
-    from winnow.rerankers.chunking import default_window, split_windows, window_tokenizer
+) -> list[tuple[list[tuple[int, int]], bool]]:
+    """Window spans of each text (as ``rank_chunked`` cuts them) and whether any were left out."""
+    from winnow.rerankers.chunking import default_window, window_spans, window_tokenizer
 
     tokenizer = window_tokenizer(reranker)
     window = default_window(reranker, [query], tokenizer)
     stride = max(1, (window * 3) // 4)
     out = []
     for text in texts:
-        chunks = split_windows(text, tokenizer, window, stride, max_chunks=max_chunks + 1)
-        out.append((chunks[:max_chunks], len(chunks) > max_chunks))
+        spans = window_spans(text, tokenizer, window, stride, max_chunks=max_chunks + 1)
+        out.append((spans[:max_chunks], len(spans) > max_chunks))
     return out
+
+
+def _best_windows(
+    hits: list[ChunkHit], limit: int | None, sigmoid: bool
+) -> list[tuple[ChunkHit, float]]:
+    """A document's best ``limit`` (default 1) windows, best first, with the score to answer."""
+    best = best_chunks(hits, limit or 1)
+    scores = np.array([h.score for h in best], dtype=np.float32)
+    if sigmoid:
+        scores = apply_activation(scores, "sigmoid")
+    return [(h, float(x)) for h, x in zip(best, scores)]
 
 
 def _kind(spec: ModelSpec, batcher: Batcher) -> str | None:
@@ -200,6 +245,8 @@ def _kind(spec: ModelSpec, batcher: Batcher) -> str | None:
 
 
 def _order(scores: np.ndarray, top_n: int | None) -> np.ndarray:
+    """Best first by the raw scores: a sigmoid answered to the client can round many of them to
+    the same 1.0 (or 0.0) in float32, and would then leave their order to the request's."""
     order = rank_order(scores)
     return order[:top_n] if top_n is not None else order
 
@@ -222,7 +269,11 @@ def install_openapi_limits(app: FastAPI, config: ServerConfig) -> None:
             )
             models = schema.get("components", {}).get("schemas", {})
             text_limit = {"maxLength": config.max_document_chars}
-            for name, docs_field in (("RerankRequest", "documents"), ("TEIRerankRequest", "texts")):
+            for name, docs_field in (
+                ("RerankRequest", "documents"),
+                ("RerankV2Request", "documents"),
+                ("TEIRerankRequest", "texts"),
+            ):
                 props = models.get(name, {}).get("properties", {})
                 if not props:
                     continue
@@ -233,7 +284,7 @@ def install_openapi_limits(app: FastAPI, config: ServerConfig) -> None:
                     if option.get("type") == "string":
                         option.update(text_limit)
                 chunks = props.get("max_chunks_per_doc", {})
-                for option in chunks.get("anyOf", [chunks]):
+                for option in chunks.get("anyOf", [chunks]) if chunks else []:
                     if option.get("type") == "integer":
                         option["maximum"] = config.max_chunks_per_doc
             doc_object = models.get("DocumentObject", {}).get("properties", {})
@@ -375,18 +426,29 @@ def create_app(config: ServerConfig) -> FastAPI:
         texts = body.texts()
         state.check_limits(body.query, texts, "documents", body.max_chunks_per_doc)
         batcher = state.batcher(body.model)
-        scored = await state.score(batcher, body.query, texts, body.max_chunks_per_doc)
+        scored = await state.score(
+            batcher, body.query, texts, body.max_chunks_per_doc, body.return_chunks
+        )
         scores = scored.scores
         if body.normalize == "sigmoid":
             scores = apply_activation(scores, "sigmoid")
         results = []
-        for i in _order(scores, body.top_n):
+        for i in _order(scored.scores, body.limit()):
             result = s.RerankResult(index=int(i), relevance_score=float(scores[i]))
             if body.return_documents:
                 result.document = s.ResultDocument(text=texts[i])
             if body.return_token_info:
                 result.truncated = bool(scored.cut[i] or scored.dropped[i])
                 result.num_tokens = int(scored.num_tokens[i])
+            if body.return_chunks:
+                result.chunks = [
+                    s.RerankChunk(
+                        index=h.chunk, text=h.text, start=h.start, end=h.end, relevance_score=x
+                    )
+                    for h, x in _best_windows(
+                        scored.chunks[i], body.chunks_per_doc, body.normalize == "sigmoid"
+                    )
+                ]
             results.append(result)
         units = max(1, math.ceil(scored.pairs / DOCS_PER_SEARCH_UNIT))
         return s.RerankResponse(
@@ -408,7 +470,9 @@ def create_app(config: ServerConfig) -> FastAPI:
         """TEI-style reranking: a bare list sorted by ``score``; sigmoid scores unless ``raw_scores``."""
         state.check_limits(body.query, body.texts, "texts", body.max_chunks_per_doc)
         batcher = state.batcher(body.model)
-        scored = await state.score(batcher, body.query, body.texts, body.max_chunks_per_doc)
+        scored = await state.score(
+            batcher, body.query, body.texts, body.max_chunks_per_doc, body.return_chunks
+        )
         if not body.truncate and scored.cut.any():
             i = int(np.flatnonzero(scored.cut)[0])
             limit = batcher.reranker.max_length
@@ -422,15 +486,48 @@ def create_app(config: ServerConfig) -> FastAPI:
             )
         scores = scored.scores if body.raw_scores else apply_activation(scored.scores, "sigmoid")
         out = []
-        for i in _order(scores, None):
+        for i in _order(scored.scores, None):
             rank = s.TEIRank(index=int(i), score=float(scores[i]))
             if body.return_text:
                 rank.text = body.texts[i]
             if body.return_token_info:
                 rank.truncated = bool(scored.cut[i] or scored.dropped[i])
                 rank.num_tokens = int(scored.num_tokens[i])
+            if body.return_chunks:
+                rank.chunks = [
+                    s.TEIChunk(index=h.chunk, text=h.text, start=h.start, end=h.end, score=x)
+                    for h, x in _best_windows(
+                        scored.chunks[i], body.chunks_per_doc, not body.raw_scores
+                    )
+                ]
             out.append(rank)
         return out
+
+    @app.post(
+        "/v2/rerank",
+        response_model=s.RerankV2Response,
+        responses=ERROR_RESPONSES,
+        tags=["rerank"],
+    )
+    async def rerank_v2(body: s.RerankV2Request) -> s.RerankV2Response:
+        """Cohere v2 reranking: documents cut to ``max_tokens_per_doc`` tokens, then scored;
+        sigmoid scores unless ``"normalize": "none"``; best first."""
+        texts = body.texts()
+        state.check_limits(body.query, texts, "documents", None)
+        batcher = state.batcher(body.model)
+        scored = await state.score_truncated(batcher, body.query, texts, body.max_tokens_per_doc)
+        scores = scored.scores
+        if body.normalize == "sigmoid":
+            scores = apply_activation(scores, "sigmoid")
+        units = max(1, math.ceil(scored.pairs / DOCS_PER_SEARCH_UNIT))
+        return s.RerankV2Response(
+            id=str(uuid.uuid4()),
+            results=[
+                s.RerankV2Result(index=int(i), relevance_score=float(scores[i]))
+                for i in _order(scored.scores, body.top_n)
+            ],
+            meta=s.Meta(api_version=s.ApiVersion(), billed_units=s.BilledUnits(search_units=units)),
+        )
 
     install_openapi_limits(app, config)
     paths = frozenset(r.path for r in app.routes if hasattr(r, "path"))

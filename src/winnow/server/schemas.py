@@ -1,6 +1,7 @@
 """Request and response bodies of the HTTP API (pydantic lives here, at the boundary, only).
 
-Two shapes: Cohere/Jina (``POST /v1/rerank``) and Hugging Face TEI (``POST /rerank``). Unknown fields
+Three shapes: Cohere v1/Jina/Voyage (``POST /v1/rerank``), Cohere v2 (``POST /v2/rerank``) and Hugging
+Face TEI (``POST /rerank``). Unknown fields
 are ignored so that clients written for those services work unchanged. Booleans are strict (``0`` or
 ``"true"`` is a 422 naming the field, not silently converted) and integers take exactly what JSON
 Schema calls an integer (``3`` or ``3.0``, not ``3.5``), so what the server accepts is what its
@@ -51,6 +52,20 @@ def _non_empty_query(value: str) -> str:
     return _valid_text(value, "query")
 
 
+RETURN_CHUNKS = (
+    "add each document's best windows (`chunks`: index, text, start, end, score); without "
+    "max_chunks_per_doc a document is one window, the whole text"
+)
+CHUNKS_PER_DOC = "how many windows return_chunks gives per document (default 1, the best)"
+
+
+def _check_document_list(docs: list) -> list:
+    for i, doc in enumerate(docs):
+        if isinstance(doc, str):
+            _valid_text(doc, f"documents[{i}]")
+    return docs
+
+
 class DocumentObject(BaseModel):
     """A document given as an object (Cohere/Jina); only ``text`` is used."""
 
@@ -64,7 +79,7 @@ class DocumentObject(BaseModel):
 
 
 class RerankRequest(BaseModel):
-    """``POST /v1/rerank`` (Cohere v1/v2 and Jina reranker APIs)."""
+    """``POST /v1/rerank`` (Cohere v1, Jina and Voyage reranker APIs)."""
 
     model_config = ConfigDict(extra="ignore")
     model: str | None = Field(None, description="model name; the server's first model if omitted")
@@ -78,6 +93,9 @@ class RerankRequest(BaseModel):
         ..., min_length=1, description='texts to rerank, as strings or {"text": ...} objects'
     )
     top_n: PositiveInt | None = Field(None, description="return only the best N results")
+    top_k: PositiveInt | None = Field(
+        None, description="Voyage's name for top_n; when both are given the smaller applies"
+    )
     return_documents: StrictBool = Field(True, description="include each document's text")
     normalize: Literal["none", "sigmoid"] = Field(
         "none", description="'sigmoid' maps raw model scores to (0, 1)"
@@ -90,6 +108,8 @@ class RerankRequest(BaseModel):
     return_token_info: StrictBool = Field(
         False, description="add `truncated` and `num_tokens` to each result"
     )
+    return_chunks: StrictBool = Field(False, description=RETURN_CHUNKS)
+    chunks_per_doc: PositiveInt | None = Field(None, description=CHUNKS_PER_DOC)
 
     @field_validator("query")
     @classmethod
@@ -99,10 +119,57 @@ class RerankRequest(BaseModel):
     @field_validator("documents")
     @classmethod
     def _check_documents(cls, v: list[str | DocumentObject]) -> list[str | DocumentObject]:
-        for i, doc in enumerate(v):
-            if isinstance(doc, str):
-                _valid_text(doc, f"documents[{i}]")
-        return v
+        return _check_document_list(v)
+
+    def texts(self) -> list[str]:
+        return [d if isinstance(d, str) else d.text for d in self.documents]
+
+    def limit(self) -> int | None:
+        """How many results to return: the smaller of ``top_n`` and ``top_k`` (None: all)."""
+        given = [n for n in (self.top_n, self.top_k) if n is not None]
+        return min(given) if given else None
+
+
+class RerankV2Request(BaseModel):
+    """``POST /v2/rerank`` (Cohere's v2 rerank API)."""
+
+    model_config = ConfigDict(extra="ignore")
+    model: str | None = Field(
+        None, description="model name (required by Cohere); the server's first model if omitted"
+    )
+    query: str = Field(
+        ...,
+        min_length=1,
+        description="the search query (not blank)",
+        json_schema_extra={"pattern": QUERY_PATTERN},
+    )
+    documents: list[str | DocumentObject] = Field(
+        ...,
+        min_length=1,
+        description='texts to rerank; {"text": ...} objects are accepted too (Cohere v2 takes '
+        "strings only)",
+    )
+    top_n: PositiveInt | None = Field(None, description="return only the best N results")
+    max_tokens_per_doc: PositiveInt = Field(
+        4096,
+        description="documents are cut to their first N tokens (the model's tokenizer) before "
+        "scoring",
+    )
+    normalize: Literal["none", "sigmoid"] = Field(
+        "sigmoid",
+        description="winnow extension: 'sigmoid' (the default here, as Cohere's scores are in "
+        "[0, 1]) or 'none' for raw model scores",
+    )
+
+    @field_validator("query")
+    @classmethod
+    def _check_query(cls, v: str) -> str:
+        return _non_empty_query(v)
+
+    @field_validator("documents")
+    @classmethod
+    def _check_documents(cls, v: list[str | DocumentObject]) -> list[str | DocumentObject]:
+        return _check_document_list(v)
 
     def texts(self) -> list[str]:
         return [d if isinstance(d, str) else d.text for d in self.documents]
@@ -110,6 +177,26 @@ class RerankRequest(BaseModel):
 
 class ResultDocument(BaseModel):
     text: str
+
+
+class RerankChunk(BaseModel):
+    """One scored window of a document (``return_chunks``)."""
+
+    index: int = Field(..., description="window number within the document (0 = first)")
+    text: str = Field(..., description="the window's text: document[start:end]")
+    start: int = Field(..., description="character offset of the window in the document")
+    end: int = Field(..., description="character offset just past the window")
+    relevance_score: float
+
+
+class TEIChunk(BaseModel):
+    """One scored window of a text (``return_chunks``)."""
+
+    index: int = Field(..., description="window number within the text (0 = first)")
+    text: str = Field(..., description="the window's text: text[start:end]")
+    start: int
+    end: int
+    score: float
 
 
 class RerankResult(BaseModel):
@@ -122,6 +209,14 @@ class RerankResult(BaseModel):
     num_tokens: int | None = Field(
         None, description="tokens the model scored for the document (return_token_info)"
     )
+    chunks: list[RerankChunk] | None = Field(
+        None, description="the document's best windows, best first (return_chunks)"
+    )
+
+
+class RerankV2Result(BaseModel):
+    index: int = Field(..., description="position of the document in the request")
+    relevance_score: float
 
 
 class Usage(BaseModel):
@@ -150,6 +245,12 @@ class RerankResponse(BaseModel):
     meta: Meta
 
 
+class RerankV2Response(BaseModel):
+    id: str
+    results: list[RerankV2Result]
+    meta: Meta
+
+
 class TEIRerankRequest(BaseModel):
     """``POST /rerank`` (Hugging Face text-embeddings-inference)."""
 
@@ -167,6 +268,10 @@ class TEIRerankRequest(BaseModel):
     model: str | None = Field(None, description="winnow extension: which served model")
     max_chunks_per_doc: PositiveInt | None = Field(None, description="winnow extension")
     return_token_info: StrictBool = Field(False, description="winnow extension")
+    return_chunks: StrictBool = Field(False, description="winnow extension: " + RETURN_CHUNKS)
+    chunks_per_doc: PositiveInt | None = Field(
+        None, description="winnow extension: " + CHUNKS_PER_DOC
+    )
 
     @field_validator("query")
     @classmethod
@@ -187,6 +292,7 @@ class TEIRank(BaseModel):
     text: str | None = None
     truncated: bool | None = None
     num_tokens: int | None = None
+    chunks: list[TEIChunk] | None = None
 
 
 class ErrorResponse(BaseModel):
