@@ -156,3 +156,21 @@ def test_device_map_is_validated(fresh_cache, tiny_llama):
     r = winnow.load_reranker(tiny_llama, "llm-pointwise", dtype="int8", device_map="auto")
     with pytest.raises(ConfigError, match="cannot be combined with dtype='int8'"):
         r.load()
+
+
+def test_rerank_cache_key_holds_the_prompt_chosen_at_load(chat_llama, tiny_llama):
+    """Scores cached with one prompt are never served for another: the prompt that llm-pointwise
+    picks from the tokenizer at load time is part of the rescoring stages' cache key."""
+    from winnow.pipeline.rerank import reranker_identity
+
+    instruct = winnow.load_reranker(chat_llama, "llm-pointwise")
+    plain = winnow.load_reranker(tiny_llama, "llm-pointwise")
+    instruct_key, plain_key = reranker_identity(instruct), reranker_identity(plain)
+    assert instruct.uses_chat_template and not plain.uses_chat_template
+    # the chosen prompt is in the key, not only the (unset) template option
+    assert instruct_key[-1][0] == "prompt" and plain_key[-1][0] == "prompt"
+    assert "<|start_header_id|>" in "".join(instruct_key[-1][1])
+    assert "<|start_header_id|>" not in "".join(plain_key[-1][1])
+    # the same choice made explicitly gives the same prompt part of the key
+    explicit = winnow.load_reranker(tiny_llama, "llm-pointwise", template="qwen3")
+    assert reranker_identity(explicit)[-1] == plain_key[-1]

@@ -55,6 +55,9 @@ def reranker_identity(reranker: Reranker) -> list[Any]:
         c.activation,
         # options that cannot change a score (progress bars) stay out of the cache key
         [[k, repr(v)] for k, v in c.options if k != "show_progress"],
+        # choices made when the model loads (llm-pointwise's prompt): a cached score made with one
+        # prompt is never served for another
+        reranker.score_identity(),
     ]
 
 

@@ -198,6 +198,15 @@ class Reranker(ABC):
     def _release(self) -> None:
         """Drop references to weights and tokenizers (subclasses that hold any override this)."""
 
+    def score_identity(self) -> list[Any]:
+        """What the scores depend on beyond the config: choices made when the model loads.
+
+        Score caches add this to their key. A kind that picks something from the model's files at
+        load time (``llm-pointwise`` picks its prompt) returns it here, so that scores cached under
+        one choice are never served for another.
+        """
+        return []
+
     @abstractmethod
     def _load(self) -> None:
         """Load weights and tokenizer (through the model cache)."""

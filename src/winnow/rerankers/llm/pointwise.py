@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -126,6 +127,18 @@ class LLMPointwiseReranker(Reranker):
         # A yes/no difference is a log-odds: sigmoid of it is the probability of "yes".
         self.num_labels = 2 if template.false_token is not None else 1
         return template
+
+    def score_identity(self) -> list[Any]:
+        """The prompt actually used (chosen at load time when no template was given)."""
+        if self.template is None:
+            self.load()
+        t = self.template
+        return [
+            "prompt",
+            [t.prefix, t.middle, t.suffix, t.query_lead, t.document_lead],
+            [t.true_token, t.false_token],
+            self.uses_chat_template,
+        ]
 
     # -- loading -----------------------------------------------------------------------------
     def _load(self) -> None:
