@@ -52,12 +52,12 @@ def check_format(output_format: str, output_scores: bool) -> tuple[str, bool]:
     return output_format, bool(output_scores)
 
 
-def output_kind(path: str | os.PathLike) -> str:
+def output_kind(path: str | os.PathLike, option: str = "output") -> str:
     """``json`` or ``parquet`` from the file suffix."""
     suffix = Path(path).suffix.lower()
     if suffix not in SUFFIXES:
         raise ConfigError(
-            f"output {os.fspath(path)!r}: the suffix must be one of {', '.join(SUFFIXES)} "
+            f"{option} {os.fspath(path)!r}: the suffix must be one of {', '.join(SUFFIXES)} "
             f"(JSON lines or Parquet), got {suffix or 'none'!r}"
         )
     return SUFFIXES[suffix]

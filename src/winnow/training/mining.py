@@ -208,10 +208,7 @@ class MiningResult:
 def check_output_path(output: str | os.PathLike, option: str = "output") -> Path:
     """Refuse an output file that cannot be written, before any work (suffix, folder, access)."""
     path = Path(output).expanduser()
-    try:
-        output_kind(path)
-    except ConfigError as exc:
-        raise ConfigError(f"{option}: {exc}") from None
+    output_kind(path, option)
     if path.is_dir():
         raise ConfigError(f"{option} {os.fspath(output)!r} is a folder; give the file to write")
     try:
@@ -252,12 +249,14 @@ def _judge(judge: Any, device: str | None, dtype: str | None, progress: bool):
     return reranker
 
 
-def _candidate_run(candidates: Any, queries: Mapping[str, str], dataset: Dataset, **kw: Any):
-    from winnow.pipeline.base import Context, Stage
+def _candidate_stage(candidates: Any, **kw: Any):
+    """A Stage from a system spec (parsed now, so a bad spec fails before any work), a Stage, or
+    a run given as a mapping (returned as is)."""
+    from winnow.pipeline.base import Stage
     from winnow.pipeline.spec import SpecOptions, parse_system
 
     if isinstance(candidates, Mapping):  # a run computed elsewhere
-        return {qid: dict(candidates.get(qid, {})) for qid in queries}
+        return candidates
     if isinstance(candidates, str):
         options = SpecOptions(device=kw["device"], dtype=kw["dtype"], progress=kw["progress"])
         if kw.get("dense_model"):
@@ -270,6 +269,14 @@ def _candidate_run(candidates: Any, queries: Mapping[str, str], dataset: Dataset
             "candidates must be a system spec (bm25, dense, hybrid, dense:MODEL, ...), a winnow "
             f"Stage or a run {{query_id: {{doc_id: score}}}}, got {type(candidates).__name__}"
         )
+    return stage
+
+
+def _candidate_run(stage: Any, queries: Mapping[str, str], dataset: Dataset, **kw: Any):
+    from winnow.pipeline.base import Context
+
+    if isinstance(stage, Mapping):
+        return {qid: dict(stage.get(qid, {})) for qid in queries}
     ctx = Context(dataset, cache_dir=kw["cache_dir"], progress=kw["progress"])
     return stage.transform(queries, None, ctx)
 
@@ -402,6 +409,9 @@ def mine_hard_negatives(
         raise ConfigError(f"dataset must be a winnow Dataset, got {type(dataset).__name__}")
     out_path = check_output_path(output) if output is not None else None
     cache = Path(cache_dir).expanduser() if cache_dir is not None else None
+    stage = _candidate_stage(
+        candidates, device=device, dtype=dtype, progress=progress, dense_model=dense_model
+    )
     reranker = _judge(judge, device, dtype, progress)
     summary = MiningSummary(dataset=dataset.name, output_format=config.output_format)
 
@@ -421,16 +431,7 @@ def mine_hard_negatives(
     queries = {qid: dataset.queries[qid] for qid in positives}
 
     started = time.perf_counter()
-    run = _candidate_run(
-        candidates,
-        queries,
-        dataset,
-        cache_dir=cache,
-        device=device,
-        dtype=dtype,
-        progress=progress,
-        dense_model=dense_model,
-    )
+    run = _candidate_run(stage, queries, dataset, cache_dir=cache, progress=progress)
     summary.seconds["retrieve"] = time.perf_counter() - started
 
     from winnow.pipeline.base import top_docs
