@@ -208,9 +208,9 @@ class MiningResult:
 def check_output_path(output: str | os.PathLike, option: str = "output") -> Path:
     """Refuse an output file that cannot be written, before any work (suffix, folder, access)."""
     path = Path(output).expanduser()
-    output_kind(path, option)
     if path.is_dir():
         raise ConfigError(f"{option} {os.fspath(output)!r} is a folder; give the file to write")
+    output_kind(path, option)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -513,7 +513,13 @@ def mine_hard_negatives(
         write_columns(columns, out_path)
         summary.output = str(out_path)
         summary.seconds["write"] = time.perf_counter() - started
-    if summary.short_queries:
+    if not summary.rows:
+        logger.warning(
+            "no rows mined for %r (%s): widen range_max or loosen the filters",
+            dataset.name,
+            config.output_format,
+        )
+    elif summary.short_queries:
         logger.info(
             "%d of %d queries have fewer than %d negatives; widen range_max or loosen the filters",
             summary.short_queries,
