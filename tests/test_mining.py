@@ -552,3 +552,17 @@ def test_cli_mine_errors_name_the_option(beir_folder, tmp_path, capsys, extra, m
     assert main(args) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_importing_winnow_training_stays_light():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, winnow, winnow.training; "
+        "assert winnow.training.__all__; "
+        "assert 'torch' not in sys.modules, 'torch imported'; "
+        "assert 'winnow.training.mining' not in sys.modules"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

@@ -191,12 +191,14 @@ class MiningSummary:
 @dataclass
 class MiningResult:
     """The mined table (``columns``, sentence-transformers' layout), the summary, and per query the
-    chosen negatives ``[(doc_id, judge score), ...]`` (best first) and positive scores."""
+    chosen negatives ``[(doc_id, judge score), ...]`` (best first), the positives' judge scores and
+    the candidate window (doc ids in first-stage order, positives removed)."""
 
     columns: dict[str, list[Any]]
     summary: MiningSummary
     negatives: dict[str, list[tuple[str, float]]]
     positive_scores: dict[str, dict[str, float]]
+    candidates: dict[str, list[str]] = field(default_factory=dict)
 
     def to_dataset(self):
         """The table as a ``datasets.Dataset`` (extra ``winnow[training]``)."""
@@ -526,7 +528,7 @@ def mine_hard_negatives(
             summary.queries,
             config.num_negatives,
         )
-    return MiningResult(columns, summary, chosen, positive_scores)
+    return MiningResult(columns, summary, chosen, positive_scores, windows)
 
 
 __all__ = [
