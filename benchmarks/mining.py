@@ -64,15 +64,21 @@ def st_mine(dataset, args, model, cross_encoder):
     return seconds, negatives
 
 
-def winnow_mine(dataset, args, judge, cache_dir=None, relative_margin=None):
+def winnow_mine(dataset, args, judge, cache_dir=None, relative_margin=None, st_pool=False):
+    """winnow's mining; ``st_pool``: the candidates ST considers instead (the top ``range_max +
+    max positives`` embedding neighbours, positives removed), to check that the rest agrees."""
     from winnow.training import mine_hard_negatives
 
+    candidates, range_max = f"dense:{args.model}", args.range_max
+    if st_pool:
+        most = max(sum(1 for r in j.values() if r > 0) for j in dataset.qrels.values())
+        candidates, range_max = f"dense:{args.model} % {range_max + most}", range_max + most
     started = time.perf_counter()
     result = mine_hard_negatives(
         dataset,
         judge,
-        f"dense:{args.model}",
-        range_max=args.range_max,
+        candidates,
+        range_max=range_max,
         relative_margin=args.relative_margin if relative_margin is None else relative_margin,
         num_negatives=args.num_negatives,
         sampling="top",
@@ -135,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     from winnow.data import load_dataset
     from winnow.rerankers.hub import resolve_model_path
     from winnow.testing import build_minilm_cross_encoder
-    from winnow.types import Dataset
+    from winnow.types import Dataset, Document
 
     dataset = load_dataset(args.dataset, split=args.split, data_dir=args.data_dir)
     if args.queries:
@@ -146,13 +152,18 @@ def main(argv: list[str] | None = None) -> int:
             {q: dataset.queries[q] for q in keep},
             {q: dataset.qrels[q] for q in keep},
         )
-    # warm-up on 3 queries over a 60-document corpus (their positives and the first others)
+    # warm-up on 3 queries over 60 documents, their texts marked so that no embedding the
+    # bi-encoder memo keeps from it can serve the timed runs
     first = list(dataset.queries)[:3]
     docs = {d for q in first for d in dataset.qrels[q]} | set(list(dataset.corpus)[:60])
     warm = Dataset(
         "warm",
-        {d: doc for d, doc in dataset.corpus.items() if d in docs},
-        {q: dataset.queries[q] for q in first},
+        {
+            d: Document(d, "warm-up " + doc.text, doc.title)
+            for d, doc in dataset.corpus.items()
+            if d in docs
+        },
+        {q: "warm-up " + dataset.queries[q] for q in first},
         {q: dataset.qrels[q] for q in first},
     )
     with tempfile.TemporaryDirectory(prefix="winnow-mining-") as tmp:
@@ -172,8 +183,10 @@ def main(argv: list[str] | None = None) -> int:
         rerun_seconds, _, rerun = winnow_mine(
             dataset, args, judge, cache_dir=cache, relative_margin=args.relative_margin * 2
         )
+        _, emulated, _ = winnow_mine(dataset, args, judge, cache_dir=cache, st_pool=True)
 
     same = sum(set(ours[q]) == set(theirs.get(q, {})) for q in ours)
+    same_pool = sum(set(emulated[q]) == set(theirs.get(q, {})) for q in emulated)
     common = [
         abs(ours[q][t] - theirs[q][t]) for q in ours for t in set(ours[q]) & set(theirs.get(q, {}))
     ]
@@ -193,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         "winnow_judge_pairs": s.judge_pairs,
         "identical_negative_sets": same / len(ours),
         "differences": dict(explain(dataset, ours, theirs, result)),
+        "identical_with_st_candidate_pool": same_pool / len(emulated),
         "max_abs_judge_score_difference_on_common_negatives": max(common, default=0.0),
         "negatives": {
             "winnow": sum(len(v) for v in ours.values()),
@@ -223,6 +237,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     for reason, count in report["differences"].items():
         print(f"  differ: {count:4d}  {reason}")
+    print(
+        f"identical with ST's candidate pool         {same_pool}/{len(emulated)} = "
+        f"{report['identical_with_st_candidate_pool']:.1%}  (winnow given dense % (range_max + "
+        "max positives), the pool ST draws from)"
+    )
     print(
         f"max |judge score difference| on common negatives: "
         f"{report['max_abs_judge_score_difference_on_common_negatives']:.2e}"
