@@ -323,7 +323,7 @@ def _judge_scores(
     return scores
 
 
-def _keep(score: float, ref: float, config: MiningConfig) -> str | None:
+def _dropped_by(score: float, ref: float, config: MiningConfig) -> str | None:
     """None when the candidate passes every filter, else the name of the first that drops it."""
     if config.absolute_margin is not None and not score < ref - config.absolute_margin:
         return "absolute_margin"
@@ -489,7 +489,7 @@ def mine_hard_negatives(
             if not math.isfinite(score):
                 summary.dropped_not_finite += 1
                 continue
-            reason = _keep(score, ref, config)
+            reason = _dropped_by(score, ref, config)
             if reason is None:
                 kept.append((doc_id, score, rank))
             else:
