@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 from collections import Counter
+
+logger = logging.getLogger(__name__)
 
 
 def _add_locations(p: argparse.ArgumentParser) -> None:
@@ -99,7 +102,10 @@ def run_fetch(args: argparse.Namespace) -> int:
 
 
 def run_check(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from winnow.data.loading import load_dataset
+    from winnow.errors import DatasetError
 
     ds = load_dataset(
         args.dataset,
@@ -109,6 +115,20 @@ def run_check(args: argparse.Namespace) -> int:
         download=args.download,
     )
     grades = Counter(r for docs in ds.qrels.values() for r in docs.values())
+    empty = sum(1 for d in ds.corpus.values() if not d.full_text.strip())
+    corpus_file = Path(ds.source or ds.name) / "corpus.jsonl"
+    if empty == len(ds.corpus):
+        raise DatasetError(
+            f"all {empty} documents are empty (no title or text): nothing to retrieve",
+            corpus_file,
+        )
+    if empty:
+        logger.warning(
+            "%s: %d of %d documents are empty (no title or text)",
+            corpus_file,
+            empty,
+            len(ds.corpus),
+        )
     summary = {
         "name": ds.name,
         "source": ds.source,
@@ -118,7 +138,7 @@ def run_check(args: argparse.Namespace) -> int:
         "judged_queries": sum(1 for q in ds.queries if q in ds.qrels),
         "judgments": sum(grades.values()),
         "relevance": {str(k): grades[k] for k in sorted(grades)},
-        "empty_documents": sum(1 for d in ds.corpus.values() if not (d.title or d.text).strip()),
+        "empty_documents": empty,
     }
     if args.json:
         print(json.dumps(summary, indent=2))
