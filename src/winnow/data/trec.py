@@ -128,15 +128,10 @@ def write_qrels(
                 )
 
 
-def read_run(path: str | os.PathLike) -> Run:
-    """``{query_id: {doc_id: score}}`` from a TREC run file (six columns per line).
-
-    The rank column must be an integer but is otherwise ignored (scores define the order, as in
-    trec_eval). Raises :class:`DatasetError` on a malformed line, a non-numeric or NaN score, or a
-    document listed twice for the same query.
-    """
+def iter_run(path: str | os.PathLike) -> Iterator[tuple[int, str, str, float]]:
+    """``(line, query_id, doc_id, score)`` for each line of a TREC run file, checked as
+    :func:`read_run` checks them (blank lines are skipped)."""
     path = Path(path)
-    run: Run = {}
     first_line: dict[tuple[str, str], int] = {}
     for number, line in numbered_lines(path):
         fields = line.split()
@@ -166,8 +161,28 @@ def read_run(path: str | os.PathLike) -> Run:
                 number,
             )
         first_line[key] = number
+        yield number, qid, doc_id, score
+
+
+def read_run(path: str | os.PathLike) -> Run:
+    """``{query_id: {doc_id: score}}`` from a TREC run file (six columns per line).
+
+    The rank column must be an integer but is otherwise ignored (scores define the order, as in
+    trec_eval). Raises :class:`DatasetError` on a malformed line, a non-numeric or NaN score, or a
+    document listed twice for the same query. An empty file gives an empty run.
+    """
+    run: Run = {}
+    for _, qid, doc_id, score in iter_run(path):
         run.setdefault(qid, {})[doc_id] = score
     return run
+
+
+def run_line(path: str | os.PathLike, query_id: str, doc_id: str | None = None) -> int | None:
+    """The first line of a run file naming ``query_id`` (and ``doc_id`` when given), for errors."""
+    for number, qid, d, _ in iter_run(path):
+        if qid == query_id and (doc_id is None or d == doc_id):
+            return number
+    return None
 
 
 def write_run(

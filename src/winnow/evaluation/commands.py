@@ -266,22 +266,28 @@ def run_eval(args: argparse.Namespace) -> int:
 
 def run_rerank(args: argparse.Namespace) -> int:
     from winnow.data import read_run, write_run
+    from winnow.data.trec import run_line
     from winnow.errors import DatasetError
     from winnow.pipeline import ChunkedRerank, Context, Rerank
 
     _check_output_file(args.output)
     run = read_run(args.run)
+    if not run:
+        raise DatasetError("the run file holds no lines: nothing to rerank", args.run)
     dataset = _load(args)
     for qid, ranking in run.items():
         if qid not in dataset.queries:
             raise DatasetError(
-                f"query {qid!r} is not a query of dataset {dataset.name!r}", path=args.run
+                f"query {qid!r} is not a query of dataset {dataset.name!r}",
+                args.run,
+                run_line(args.run, qid),
             )
         missing = next((d for d in ranking if d not in dataset.corpus), None)
         if missing is not None:
             raise DatasetError(
                 f"document {missing!r} (query {qid!r}) is not in the corpus of {dataset.name!r}",
-                path=args.run,
+                args.run,
+                run_line(args.run, qid, missing),
             )
     options = _options(args, args.model)
     reranker = options.load(args.model)
