@@ -4,6 +4,7 @@ TREC run file)."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -187,18 +188,55 @@ def _options(args: argparse.Namespace, reranker: str):
 def _check_output_folder(output: str) -> None:
     """Refuse an --output that cannot become a folder before any work is done, not after it."""
     from winnow.errors import ConfigError
+    from winnow.evaluation.report import check_output_folder
 
     path = Path(output).expanduser()
     if path.exists() and not path.is_dir():
         raise ConfigError(
             f"--output {output!r} is a file; give a folder (it is created if missing)"
         )
+    check_output_folder(path)
     try:
-        path.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ConfigError(f"--output {output!r} cannot be created: {exc.strerror or exc}") from exc
-    if not os.access(path, os.W_OK):
-        raise ConfigError(f"--output {output!r} is not writable")
+    if not os.access(path.parent, os.W_OK):
+        raise ConfigError(
+            f"--output {output!r}: its folder {str(path.parent)!r} is not writable (the output "
+            "is built beside it, then renamed into place)"
+        )
+
+
+def output_lock_path(output: str | os.PathLike) -> Path:
+    """The lock file an evaluation holds while it writes ``output``: ``.<name>.lock`` beside it
+    (not inside it: the folder itself is replaced)."""
+    path = Path(output).expanduser().absolute()
+    return path.parent / f".{path.name}.lock"
+
+
+@contextlib.contextmanager
+def _output_lock(output: str):
+    """Hold the exclusive lock on --output for the whole evaluation; fail at once if another
+    process holds it. The lock is the OS's (flock), so a killed evaluation leaves none behind."""
+    from filelock import FileLock, Timeout
+
+    from winnow._fs import remove_stale_temporaries
+    from winnow.errors import ConfigError
+
+    lock_path = output_lock_path(output)
+    lock = FileLock(str(lock_path), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise ConfigError(
+            f"--output {output!r} is being written by another evaluation (it holds the lock "
+            f"{str(lock_path)!r}); wait for it to finish or choose another folder"
+        ) from None
+    try:
+        remove_stale_temporaries(Path(output).expanduser().absolute())  # from a killed run
+        yield
+    finally:
+        lock.release()
 
 
 def _check_output_file(output: str) -> None:
@@ -236,21 +274,22 @@ def run_eval(args: argparse.Namespace) -> int:
     metrics = parse_metrics(args.metrics)
     if args.output:
         _check_output_folder(args.output)
-    options = _options(args, args.reranker)
-    pipelines = {spec: parse_system(spec, options) for spec in specs}
-    dataset = _load(args)
-    result = experiment(
-        pipelines,
-        dataset,
-        baseline=baseline,
-        metrics=metrics,
-        alpha=args.alpha,
-        queries=args.queries,
-        cache_dir=_cache(args),
-        progress=_progress(args),
-        specs={name: stage.label for name, stage in pipelines.items()},
-    )
-    written = write_report(result, args.output, plot=not args.no_plot) if args.output else {}
+    with _output_lock(args.output) if args.output else contextlib.nullcontext():
+        options = _options(args, args.reranker)
+        pipelines = {spec: parse_system(spec, options) for spec in specs}
+        dataset = _load(args)
+        result = experiment(
+            pipelines,
+            dataset,
+            baseline=baseline,
+            metrics=metrics,
+            alpha=args.alpha,
+            queries=args.queries,
+            cache_dir=_cache(args),
+            progress=_progress(args),
+            specs={name: stage.label for name, stage in pipelines.items()},
+        )
+        written = write_report(result, args.output, plot=not args.no_plot) if args.output else {}
     if args.json:
         print(json.dumps(result.to_dict(), indent=2, default=float))
         return 0
