@@ -117,3 +117,49 @@ def test_eval_on_stopword_only_corpus_is_a_clear_error(tmp_path, capsys):
     root = write_beir(tmp_path / "t", corpus=corpus, qrels="q1 0 d1 1\n")
     assert main(["eval", "--dataset", str(root), "--systems", "bm25", "--no-cache"]) == 2
     assert "no document has any indexable term" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("line", "fragment"),
+    [
+        (
+            '{"_id": ' + "9" * 5000 + ', "text": "x"}',
+            "invalid JSON (Exceeds the limit (4300 digits)",
+        ),
+        ('{"_id": "d9", "text": "x", "meta": ' + "[" * 100_000 + "]" * 100_000 + "}", "nested"),
+    ],
+    ids=["huge-int-id", "deep-nesting"],
+)
+def test_json_that_python_cannot_decode_names_the_line(tmp_path, line, fragment):
+    corpus = '{"_id": "d1", "text": "a"}\n' + line + "\n"
+    root = write_beir(tmp_path / "t", corpus=corpus, qrels="q1 0 d1 1\n")
+    with pytest.raises(DatasetError, match="invalid JSON") as info:
+        load_beir(root)
+    assert info.value.line == 2 and fragment in str(info.value)
+
+
+@pytest.mark.parametrize("grade", [2**31, -(2**31) - 1, 10**20])
+def test_relevance_beyond_32_bits_is_refused(tmp_path, grade, capsys):
+    qrels = f"q1 0 d1 1\nq1 0 d2 {grade}\n"
+    path = tmp_path / "q.txt"
+    path.write_text(qrels)
+    with pytest.raises(DatasetError, match="out of range") as info:
+        read_qrels(path)
+    assert info.value.line == 2
+    root = write_beir(tmp_path / "t", qrels=qrels)
+    assert main(["eval", "--dataset", str(root), "--systems", "bm25", "--no-cache"]) == 2
+    assert "test.tsv:2: relevance" in capsys.readouterr().err
+
+
+def test_relevance_at_the_32_bit_limits_is_accepted(tmp_path):
+    path = tmp_path / "q.txt"
+    path.write_text(f"q1 0 d1 {2**31 - 1}\nq1 0 d2 {-(2**31)}\n")
+    assert read_qrels(path) == {"q1": {"d1": 2**31 - 1, "d2": -(2**31)}}
+
+
+def test_check_warns_about_queries_without_relevant_documents(tmp_path, caplog):
+    root = write_beir(tmp_path / "t", qrels="q1 0 d1 0\nq2 0 d2 -1\nq2 0 d1 0\nq3 0 d3 1\n")
+    with caplog.at_level(logging.WARNING, logger="winnow.data.commands"):
+        assert main(["data", "check", str(root)]) == 0
+    assert "2 of 3 judged queries have no relevant document" in caplog.text
+    assert "q1, q2" in caplog.text

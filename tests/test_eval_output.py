@@ -241,3 +241,12 @@ def test_eval_killed_during_rerank_resumes_to_byte_identical_runs(collection, tm
     stages = {n: s["stages"] for n, s in json.loads(resumed.stdout)["systems"].items()}
     assert all(s["cached"] for s in stages["bm25"] if s["phase"] == "retrieve")
     assert all(s["cached"] for s in stages["bm25%3"] if s["phase"] == "retrieve")
+
+
+def test_a_lock_file_that_cannot_be_created_is_named(collection, tmp_path, capsys):
+    out = tmp_path / "out"
+    output_lock_path(out).mkdir()  # a folder where the lock file should be
+    assert evaluate(collection, out) == 2
+    err = capsys.readouterr().err
+    assert f"cannot create the lock file {str(output_lock_path(out))!r}" in err
+    assert "another evaluation" not in err

@@ -52,6 +52,11 @@ def _json_records(path: Path):
             raise DatasetError(
                 f"invalid JSON ({exc.msg} at column {exc.colno})", path, number
             ) from None
+        except RecursionError:
+            raise DatasetError("invalid JSON (nested too deeply)", path, number) from None
+        except ValueError as exc:  # e.g. an integer of more than 4300 digits
+            reason = str(exc).split(";")[0]
+            raise DatasetError(f"invalid JSON ({reason})", path, number) from None
         if not isinstance(obj, dict):
             raise DatasetError(f"expected a JSON object, got {type(obj).__name__}", path, number)
         yield number, obj, "\\u" in line

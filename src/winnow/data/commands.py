@@ -129,6 +129,16 @@ def run_check(args: argparse.Namespace) -> int:
             empty,
             len(ds.corpus),
         )
+    unrelevant = sorted(q for q, docs in ds.qrels.items() if not any(r > 0 for r in docs.values()))
+    if unrelevant:
+        logger.warning(
+            "%s: %d of %d judged queries have no relevant document (every grade <= 0), so every "
+            "metric is 0 for them: %s",
+            Path(ds.source or ds.name) / "qrels" / f"{args.split}.tsv",
+            len(unrelevant),
+            len(ds.qrels),
+            ", ".join(unrelevant[:10]) + (", ..." if len(unrelevant) > 10 else ""),
+        )
     summary = {
         "name": ds.name,
         "source": ds.source,

@@ -22,6 +22,9 @@ from winnow.data._lines import numbered_lines
 from winnow.errors import DatasetError, InputError
 from winnow.types import Qrels, Run
 
+#: Relevance grades must fit a 32-bit signed integer (pytrec_eval fails on larger ones).
+RELEVANCE_LIMIT = 2**31
+
 
 def natural_key(text: str) -> tuple[int, int, str]:
     """Sort key putting numeric ids in numeric order before other ids."""
@@ -72,7 +75,12 @@ def iter_qrels(path: str | os.PathLike) -> Iterator[tuple[int, str, str, int]]:
             qid, _, doc_id, rel = fields
         else:
             qid, doc_id, rel = fields
-        yield number, qid, doc_id, _int(rel, "relevance", path, number)
+        grade = _int(rel, "relevance", path, number)
+        if not -RELEVANCE_LIMIT <= grade < RELEVANCE_LIMIT:  # trec_eval keeps grades in a C int
+            raise DatasetError(
+                f"relevance {grade} is out of range (-2**31 to 2**31 - 1)", path, number
+            )
+        yield number, qid, doc_id, grade
 
 
 def read_qrels(path: str | os.PathLike) -> Qrels:

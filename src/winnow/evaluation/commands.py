@@ -224,6 +224,13 @@ def _output_lock(output: str):
     from winnow.errors import ConfigError
 
     lock_path = output_lock_path(output)
+    try:  # FileLock reports a file it cannot create as "held by someone": say what is wrong
+        os.close(os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666))
+    except OSError as exc:
+        raise ConfigError(
+            f"--output {output!r}: cannot create the lock file {str(lock_path)!r}: "
+            f"{exc.strerror or exc}"
+        ) from exc
     lock = FileLock(str(lock_path), timeout=0)
     try:
         lock.acquire()
