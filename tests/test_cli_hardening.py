@@ -106,3 +106,47 @@ def test_rerank_unknown_ids_name_file_and_line(collection, tmp_path, lines, line
     assert main([*args, "--output", str(tmp_path / "o.trec"), "--no-cache"]) == 2
     err = capsys.readouterr().err
     assert f"{run}:{line}: {message}" in err
+
+
+def _stdin(monkeypatch, data: bytes) -> None:
+    """stdin as Python opens it on a UTF-8 terminal: bytes that are not UTF-8 become surrogates."""
+    import io
+    import sys
+
+    stream = io.TextIOWrapper(io.BytesIO(data), encoding="utf-8", errors="surrogateescape")
+    monkeypatch.setattr(sys, "stdin", stream)
+
+
+@pytest.mark.parametrize(
+    ("args", "stdin", "message"),
+    [
+        (
+            ["q", "doc \udcff"],
+            b"",
+            "document argument 1 is not valid UTF-8 (byte 0xff at character 4)",
+        ),
+        (["q\udce9"], b"doc\n", "QUERY is not valid UTF-8 (byte 0xe9 at character 1)"),
+        (["q"], b"good doc\n\n\xff\xfe bad\n", "stdin line 3 is not valid UTF-8 (byte 0xff"),
+        (["q"], b"\n  \n", "no documents to rank"),
+        (["--top-k", "0", "q", "d"], b"", "--top-k must be >= 1, got 0"),
+    ],
+    ids=["argument", "query", "stdin", "no-documents", "top-k"],
+)
+def test_score_refuses_bad_text_before_the_model_sees_it(
+    tiny_bert, monkeypatch, args, stdin, message, capsys
+):
+    _stdin(monkeypatch, stdin)
+    assert main(["score", "--model", tiny_bert, "--device", "cpu", *args]) == 2
+    err = capsys.readouterr().err
+    assert f"winnow score: error: {message}" in err and "Traceback" not in err
+
+
+def test_score_reads_crlf_stdin(tiny_bert, monkeypatch, capsys):
+    import json
+
+    _stdin(monkeypatch, b"wing lift\r\nheat\r\n")
+    assert main(["score", "--model", tiny_bert, "--device", "cpu", "--json", "q"]) == 0
+    assert sorted(h["document"] for h in json.loads(capsys.readouterr().out)) == [
+        "heat",
+        "wing lift",
+    ]
