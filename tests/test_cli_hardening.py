@@ -150,3 +150,26 @@ def test_score_reads_crlf_stdin(tiny_bert, monkeypatch, capsys):
         "heat",
         "wing lift",
     ]
+
+
+def test_output_into_a_closed_pipe_exits_quietly(tiny_bert):
+    """`winnow score ... | head -1`: the reader leaves early; no error message, no traceback."""
+    import subprocess
+    import sys
+
+    # 1000 lines of ~125 characters: about twice what a pipe buffers
+    docs = "".join(f"document number {i} {'word ' * 20}\n" for i in range(1000))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "winnow.cli", "score", "--model", tiny_bert, "--device", "cpu", "q"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"},
+    )
+    proc.stdin.write(docs.encode())
+    proc.stdin.close()
+    assert proc.stdout.readline().strip().startswith(b"1 ")
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=300) == 141
+    assert "Broken pipe" not in err and "Traceback" not in err
