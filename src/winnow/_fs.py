@@ -37,7 +37,13 @@ def make_temp_file(folder: Path, prefix: str, suffix: str = ".tmp") -> tuple[int
     ``tempfile.mkstemp`` without its fixed ``0o600``: ``O_EXCL`` with a random name, retried on a
     clash, so it is as safe against races.
     """
-    flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    flags = (
+        os.O_RDWR
+        | os.O_CREAT
+        | os.O_EXCL
+        | getattr(os, "O_NOFOLLOW", 0)
+        | getattr(os, "O_BINARY", 0)
+    )
     for _ in range(_ATTEMPTS):
         path = _temp_name(folder, prefix, suffix)
         try:

@@ -277,34 +277,38 @@ class Dense:
         is read from its checkpoint when one exists, else encoded and saved. Returns the
         embeddings and the checkpoint folders (to remove once the whole entry is saved)."""
         step = self.checkpoint_every
-        parts: list[np.ndarray] = []
+        if len(texts) <= step:  # one chunk: nothing to resume from
+            emb = self.encoder.encode_documents(texts, show_progress=self._progress())
+            return np.asarray(emb, dtype=np.float32), []
+        out: np.ndarray | None = None  # filled chunk by chunk: no second copy of the matrix
         folders: list[Path] = []
         reused = 0
         for begin in range(0, len(texts), step):
             end = min(begin + step, len(texts))
             folder = None
-            if key is not None and len(texts) > step:
+            if key is not None:
                 params = {**key, "chunk": [begin, end]}
                 folder = entry_dir(self.cache_dir, "dense-chunks", params)
                 folders.append(folder)
                 emb = _read_chunk(folder, end - begin)
                 if emb is not None:
-                    parts.append(emb)
                     reused += end - begin
-                    continue
-            emb = np.asarray(
-                self.encoder.encode_documents(texts[begin:end], show_progress=self._progress()),
-                dtype=np.float32,
-            )
-            if folder is not None:
-                meta = {**params, "model_path": self.model}
-                save_entry(folder, meta, lambda f, e=emb: np.save(f / EMBEDDINGS, e))
-            parts.append(emb)
+            if folder is None or emb is None:
+                emb = np.asarray(
+                    self.encoder.encode_documents(texts[begin:end], show_progress=self._progress()),
+                    dtype=np.float32,
+                )
+                if folder is not None:
+                    meta = {**params, "model_path": self.model}
+                    save_entry(folder, meta, lambda f, e=emb: np.save(f / EMBEDDINGS, e))
+            if out is None:
+                out = np.empty((len(texts), emb.shape[1]), dtype=np.float32)
+            out[begin:end] = emb
         if reused:
             logger.info(
                 "dense: %d of %d document embeddings read from checkpoints", reused, len(texts)
             )
-        return (parts[0] if len(parts) == 1 else np.concatenate(parts)), folders
+        return out, folders
 
     def search(self, queries: Mapping[str, str], top_k: int = 1000) -> Run:
         """Top ``top_k`` documents per query by cosine similarity, best first.
