@@ -250,3 +250,23 @@ def test_a_lock_file_that_cannot_be_created_is_named(collection, tmp_path, capsy
     err = capsys.readouterr().err
     assert f"cannot create the lock file {str(output_lock_path(out))!r}" in err
     assert "another evaluation" not in err
+
+
+@pytest.mark.parametrize("output", [".", "..", "./sub/.."])
+def test_current_folder_or_above_is_refused(collection, tmp_path, monkeypatch, output, capsys):
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    assert evaluate(collection, output) == 2
+    assert "is the current folder or holds it" in capsys.readouterr().err
+    assert work.is_dir() and list(work.iterdir()) == []
+
+
+def test_relative_output_and_a_symlink_to_it(collection, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert evaluate(collection, "out") == 0
+    (tmp_path / "link").symlink_to(tmp_path / "out")
+    assert evaluate(collection, "link", "bm25") == 0  # replaces the folder the link points to
+    assert (tmp_path / "link").is_symlink()
+    assert listing(tmp_path / "out" / "runs") == ["bm25.trec"]
+    capsys.readouterr()

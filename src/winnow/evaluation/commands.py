@@ -210,7 +210,7 @@ def _check_output_folder(output: str) -> None:
 def output_lock_path(output: str | os.PathLike) -> Path:
     """The lock file an evaluation holds while it writes ``output``: ``.<name>.lock`` beside it
     (not inside it: the folder itself is replaced)."""
-    path = Path(output).expanduser().absolute()
+    path = Path(output).expanduser().resolve()
     return path.parent / f".{path.name}.lock"
 
 
@@ -240,7 +240,7 @@ def _output_lock(output: str):
             f"{str(lock_path)!r}); wait for it to finish or choose another folder"
         ) from None
     try:
-        remove_stale_temporaries(Path(output).expanduser().absolute())  # from a killed run
+        remove_stale_temporaries(Path(output).expanduser().resolve())  # from a killed run
         yield
     finally:
         lock.release()

@@ -53,7 +53,16 @@ def foreign_entries(output: str | Path) -> list[str]:
 
 
 def check_output_folder(output: str | Path) -> None:
-    """Raise :class:`ConfigError` when ``output`` holds files :func:`write_report` did not write."""
+    """Raise :class:`ConfigError` when ``output`` holds files :func:`write_report` did not write,
+    or is the current folder or one above it (replacing it would pull the floor from under the
+    process)."""
+    folder = Path(output).expanduser().resolve()
+    cwd = Path.cwd().resolve()
+    if folder == cwd or folder in cwd.parents:
+        raise ConfigError(
+            f"output folder {str(output)!r} is the current folder or holds it; it is replaced as "
+            "a whole, so give a folder below it (e.g. 'out')"
+        )
     foreign = foreign_entries(output)
     if foreign:
         shown = ", ".join(foreign[:5]) + (
@@ -229,7 +238,7 @@ def write_report(
     from winnow._fs import replace_directory
     from winnow.data import write_run
 
-    output = Path(output)
+    output = Path(output).expanduser().resolve()  # "." and ".." have no name to swap
     check_output_folder(output)
     files = run_files(result)
     document = result.to_dict()
