@@ -53,6 +53,12 @@ def main(argv: list[str] | None = None) -> int:
     except WinnowError as exc:
         print(f"winnow {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `winnow score ... | head`: the reader left; say nothing, as cat does
+        import os
+
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the flush at exit does not fail again
+        return 141  # 128 + SIGPIPE, what a shell reports for a command killed by the pipe
     except OSError as exc:  # a file or folder the command was given (the message names it)
         print(f"winnow {args.command}: error: {exc}", file=sys.stderr)
         return 1

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +23,26 @@ from winnow.types import Dataset, Document, Qrels, Queries
 
 logger = logging.getLogger(__name__)
 
+#: A lone UTF-16 surrogate: only a JSON ``\uD800``-style escape can put one in a string (the
+#: file itself is checked to be UTF-8). Tokenizers and every UTF-8 writer fail on it later.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _check_surrogates(value: str, key: str, path: Path, number: int) -> str:
+    found = _SURROGATE.search(value)
+    if found is not None:
+        raise DatasetError(
+            f'"{key}" holds a lone surrogate \\u{ord(found.group()):04x} at character '
+            f"{found.start()} (an invalid \\u escape: not a Unicode character)",
+            path,
+            number,
+        )
+    return value
+
 
 def _json_records(path: Path):
-    """``(line, object)`` for each non-blank line of a JSON-lines file."""
+    """``(line, object, escaped)`` for each non-blank line of a JSON-lines file; ``escaped`` is
+    true when the line holds a ``\\u`` escape (the only way to a lone surrogate in a string)."""
     for number, line in numbered_lines(path):
         if not line.strip():
             continue
@@ -34,24 +52,33 @@ def _json_records(path: Path):
             raise DatasetError(
                 f"invalid JSON ({exc.msg} at column {exc.colno})", path, number
             ) from None
+        except RecursionError:
+            raise DatasetError("invalid JSON (nested too deeply)", path, number) from None
+        except ValueError as exc:  # e.g. an integer of more than 4300 digits
+            reason = str(exc).split(";")[0]
+            raise DatasetError(f"invalid JSON ({reason})", path, number) from None
         if not isinstance(obj, dict):
             raise DatasetError(f"expected a JSON object, got {type(obj).__name__}", path, number)
-        yield number, obj
+        yield number, obj, "\\u" in line
 
 
-def _record_id(obj: dict[str, Any], path: Path, number: int) -> str:
+def _record_id(obj: dict[str, Any], path: Path, number: int, escaped: bool = False) -> str:
     if "_id" not in obj:
         raise DatasetError('missing "_id" field', path, number)
     value = obj["_id"]
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         raise DatasetError(f'"_id" must be a string, got {type(value).__name__}', path, number)
     text = str(value)
+    if escaped:
+        _check_surrogates(text, "_id", path, number)
     if not text or text != text.strip() or any(c.isspace() for c in text):
         raise DatasetError(f'"_id" {text!r} is empty or contains whitespace', path, number)
     return text
 
 
-def _text_field(obj: dict[str, Any], key: str, path: Path, number: int, required: bool) -> str:
+def _text_field(
+    obj: dict[str, Any], key: str, path: Path, number: int, required: bool, escaped: bool = False
+) -> str:
     if key not in obj or obj[key] is None:
         if required:
             raise DatasetError(f'missing "{key}" field', path, number)
@@ -59,7 +86,7 @@ def _text_field(obj: dict[str, Any], key: str, path: Path, number: int, required
     value = obj[key]
     if not isinstance(value, str):
         raise DatasetError(f'"{key}" must be a string, got {type(value).__name__}', path, number)
-    return value
+    return _check_surrogates(value, key, path, number) if escaped else value
 
 
 def read_corpus(path: str | os.PathLike) -> dict[str, Document]:
@@ -67,16 +94,16 @@ def read_corpus(path: str | os.PathLike) -> dict[str, Document]:
     path = Path(path)
     corpus: dict[str, Document] = {}
     first_line: dict[str, int] = {}
-    for number, obj in _json_records(path):
-        doc_id = _record_id(obj, path, number)
+    for number, obj, escaped in _json_records(path):
+        doc_id = _record_id(obj, path, number, escaped)
         if doc_id in corpus:
             raise DatasetError(
                 f"duplicate document id {doc_id!r} (first on line {first_line[doc_id]})",
                 path,
                 number,
             )
-        text = _text_field(obj, "text", path, number, required=True)
-        title = _text_field(obj, "title", path, number, required=False)
+        text = _text_field(obj, "text", path, number, True, escaped)
+        title = _text_field(obj, "title", path, number, False, escaped)
         corpus[doc_id] = Document(doc_id=doc_id, text=text, title=title)
         first_line[doc_id] = number
     if not corpus:
@@ -89,13 +116,13 @@ def read_queries(path: str | os.PathLike) -> Queries:
     path = Path(path)
     queries: Queries = {}
     first_line: dict[str, int] = {}
-    for number, obj in _json_records(path):
-        qid = _record_id(obj, path, number)
+    for number, obj, escaped in _json_records(path):
+        qid = _record_id(obj, path, number, escaped)
         if qid in queries:
             raise DatasetError(
                 f"duplicate query id {qid!r} (first on line {first_line[qid]})", path, number
             )
-        queries[qid] = _text_field(obj, "text", path, number, required=True)
+        queries[qid] = _text_field(obj, "text", path, number, True, escaped)
         first_line[qid] = number
     if not queries:
         raise DatasetError("the file has no queries", path)
@@ -145,6 +172,13 @@ def _check_qrels(
             len(dropped),
             lines,
         )
+    if not qrels:
+        why = (
+            f"all {len(dropped)} judgment(s) name unknown queries or documents"
+            if dropped
+            else "it is empty or holds only a header line"
+        )
+        raise DatasetError(f"the qrels file has no judgments: {why}", path)
     return qrels
 
 

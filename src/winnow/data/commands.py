@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 from collections import Counter
+
+logger = logging.getLogger(__name__)
 
 
 def _add_locations(p: argparse.ArgumentParser) -> None:
@@ -135,7 +138,10 @@ def run_fetch(args: argparse.Namespace) -> int:
 
 
 def run_check(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from winnow.data.loading import load_dataset
+    from winnow.errors import DatasetError
 
     ds = load_dataset(
         args.dataset,
@@ -145,6 +151,30 @@ def run_check(args: argparse.Namespace) -> int:
         download=args.download,
     )
     grades = Counter(r for docs in ds.qrels.values() for r in docs.values())
+    empty = sum(1 for d in ds.corpus.values() if not d.full_text.strip())
+    corpus_file = Path(ds.source or ds.name) / "corpus.jsonl"
+    if empty == len(ds.corpus):
+        raise DatasetError(
+            f"all {empty} documents are empty (no title or text): nothing to retrieve",
+            corpus_file,
+        )
+    if empty:
+        logger.warning(
+            "%s: %d of %d documents are empty (no title or text)",
+            corpus_file,
+            empty,
+            len(ds.corpus),
+        )
+    unrelevant = sorted(q for q, docs in ds.qrels.items() if not any(r > 0 for r in docs.values()))
+    if unrelevant:
+        logger.warning(
+            "%s: %d of %d judged queries have no relevant document (every grade <= 0), so every "
+            "metric is 0 for them: %s",
+            Path(ds.source or ds.name) / "qrels" / f"{args.split}.tsv",
+            len(unrelevant),
+            len(ds.qrels),
+            ", ".join(unrelevant[:10]) + (", ..." if len(unrelevant) > 10 else ""),
+        )
     summary = {
         "name": ds.name,
         "source": ds.source,
@@ -154,7 +184,7 @@ def run_check(args: argparse.Namespace) -> int:
         "judged_queries": sum(1 for q in ds.queries if q in ds.qrels),
         "judgments": sum(grades.values()),
         "relevance": {str(k): grades[k] for k in sorted(grades)},
-        "empty_documents": sum(1 for d in ds.corpus.values() if not (d.title or d.text).strip()),
+        "empty_documents": empty,
     }
     if args.json:
         print(json.dumps(summary, indent=2))

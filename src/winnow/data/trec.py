@@ -22,6 +22,9 @@ from winnow.data._lines import numbered_lines
 from winnow.errors import DatasetError, InputError
 from winnow.types import Qrels, Run
 
+#: Relevance grades must fit a 32-bit signed integer (pytrec_eval fails on larger ones).
+RELEVANCE_LIMIT = 2**31
+
 
 def natural_key(text: str) -> tuple[int, int, str]:
     """Sort key putting numeric ids in numeric order before other ids."""
@@ -72,7 +75,12 @@ def iter_qrels(path: str | os.PathLike) -> Iterator[tuple[int, str, str, int]]:
             qid, _, doc_id, rel = fields
         else:
             qid, doc_id, rel = fields
-        yield number, qid, doc_id, _int(rel, "relevance", path, number)
+        grade = _int(rel, "relevance", path, number)
+        if not -RELEVANCE_LIMIT <= grade < RELEVANCE_LIMIT:  # trec_eval keeps grades in a C int
+            raise DatasetError(
+                f"relevance {grade} is out of range (-2**31 to 2**31 - 1)", path, number
+            )
+        yield number, qid, doc_id, grade
 
 
 def read_qrels(path: str | os.PathLike) -> Qrels:
@@ -128,15 +136,10 @@ def write_qrels(
                 )
 
 
-def read_run(path: str | os.PathLike) -> Run:
-    """``{query_id: {doc_id: score}}`` from a TREC run file (six columns per line).
-
-    The rank column must be an integer but is otherwise ignored (scores define the order, as in
-    trec_eval). Raises :class:`DatasetError` on a malformed line, a non-numeric or NaN score, or a
-    document listed twice for the same query.
-    """
+def iter_run(path: str | os.PathLike) -> Iterator[tuple[int, str, str, float]]:
+    """``(line, query_id, doc_id, score)`` for each line of a TREC run file, checked as
+    :func:`read_run` checks them (blank lines are skipped)."""
     path = Path(path)
-    run: Run = {}
     first_line: dict[tuple[str, str], int] = {}
     for number, line in numbered_lines(path):
         fields = line.split()
@@ -166,8 +169,28 @@ def read_run(path: str | os.PathLike) -> Run:
                 number,
             )
         first_line[key] = number
+        yield number, qid, doc_id, score
+
+
+def read_run(path: str | os.PathLike) -> Run:
+    """``{query_id: {doc_id: score}}`` from a TREC run file (six columns per line).
+
+    The rank column must be an integer but is otherwise ignored (scores define the order, as in
+    trec_eval). Raises :class:`DatasetError` on a malformed line, a non-numeric or NaN score, or a
+    document listed twice for the same query. An empty file gives an empty run.
+    """
+    run: Run = {}
+    for _, qid, doc_id, score in iter_run(path):
         run.setdefault(qid, {})[doc_id] = score
     return run
+
+
+def run_line(path: str | os.PathLike, query_id: str, doc_id: str | None = None) -> int | None:
+    """The first line of a run file naming ``query_id`` (and ``doc_id`` when given), for errors."""
+    for number, qid, d, _ in iter_run(path):
+        if qid == query_id and (doc_id is None or d == doc_id):
+            return number
+    return None
 
 
 def write_run(

@@ -4,6 +4,7 @@ TREC run file)."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -195,18 +196,62 @@ def _options(args: argparse.Namespace, reranker: str):
 def _check_output_folder(output: str) -> None:
     """Refuse an --output that cannot become a folder before any work is done, not after it."""
     from winnow.errors import ConfigError
+    from winnow.evaluation.report import check_output_folder
 
     path = Path(output).expanduser()
     if path.exists() and not path.is_dir():
         raise ConfigError(
             f"--output {output!r} is a file; give a folder (it is created if missing)"
         )
+    check_output_folder(path)
     try:
-        path.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ConfigError(f"--output {output!r} cannot be created: {exc.strerror or exc}") from exc
-    if not os.access(path, os.W_OK):
-        raise ConfigError(f"--output {output!r} is not writable")
+    if not os.access(path.parent, os.W_OK):
+        raise ConfigError(
+            f"--output {output!r}: its folder {str(path.parent)!r} is not writable (the output "
+            "is built beside it, then renamed into place)"
+        )
+
+
+def output_lock_path(output: str | os.PathLike) -> Path:
+    """The lock file an evaluation holds while it writes ``output``: ``.<name>.lock`` beside it
+    (not inside it: the folder itself is replaced)."""
+    path = Path(output).expanduser().resolve()
+    return path.parent / f".{path.name}.lock"
+
+
+@contextlib.contextmanager
+def _output_lock(output: str):
+    """Hold the exclusive lock on --output for the whole evaluation; fail at once if another
+    process holds it. The lock is the OS's (flock), so a killed evaluation leaves none behind."""
+    from filelock import FileLock, Timeout
+
+    from winnow._fs import remove_stale_temporaries
+    from winnow.errors import ConfigError
+
+    lock_path = output_lock_path(output)
+    try:  # FileLock reports a file it cannot create as "held by someone": say what is wrong
+        os.close(os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666))
+    except OSError as exc:
+        raise ConfigError(
+            f"--output {output!r}: cannot create the lock file {str(lock_path)!r}: "
+            f"{exc.strerror or exc}"
+        ) from exc
+    lock = FileLock(str(lock_path), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise ConfigError(
+            f"--output {output!r} is being written by another evaluation (it holds the lock "
+            f"{str(lock_path)!r}); wait for it to finish or choose another folder"
+        ) from None
+    try:
+        remove_stale_temporaries(Path(output).expanduser().resolve())  # from a killed run
+        yield
+    finally:
+        lock.release()
 
 
 def _check_output_file(output: str) -> None:
@@ -244,21 +289,22 @@ def run_eval(args: argparse.Namespace) -> int:
     metrics = parse_metrics(args.metrics)
     if args.output:
         _check_output_folder(args.output)
-    options = _options(args, args.reranker)
-    pipelines = {spec: parse_system(spec, options) for spec in specs}
-    dataset = _load(args)
-    result = experiment(
-        pipelines,
-        dataset,
-        baseline=baseline,
-        metrics=metrics,
-        alpha=args.alpha,
-        queries=args.queries,
-        cache_dir=_cache(args),
-        progress=_progress(args),
-        specs={name: stage.label for name, stage in pipelines.items()},
-    )
-    written = write_report(result, args.output, plot=not args.no_plot) if args.output else {}
+    with _output_lock(args.output) if args.output else contextlib.nullcontext():
+        options = _options(args, args.reranker)
+        pipelines = {spec: parse_system(spec, options) for spec in specs}
+        dataset = _load(args)
+        result = experiment(
+            pipelines,
+            dataset,
+            baseline=baseline,
+            metrics=metrics,
+            alpha=args.alpha,
+            queries=args.queries,
+            cache_dir=_cache(args),
+            progress=_progress(args),
+            specs={name: stage.label for name, stage in pipelines.items()},
+        )
+        written = write_report(result, args.output, plot=not args.no_plot) if args.output else {}
     if args.json:
         print(json.dumps(result.to_dict(), indent=2, default=float))
         return 0
@@ -274,22 +320,28 @@ def run_eval(args: argparse.Namespace) -> int:
 
 def run_rerank(args: argparse.Namespace) -> int:
     from winnow.data import read_run, write_run
+    from winnow.data.trec import run_line
     from winnow.errors import DatasetError
     from winnow.pipeline import ChunkedRerank, Context, Rerank
 
     _check_output_file(args.output)
     run = read_run(args.run)
+    if not run:
+        raise DatasetError("the run file holds no lines: nothing to rerank", args.run)
     dataset = _load(args)
     for qid, ranking in run.items():
         if qid not in dataset.queries:
             raise DatasetError(
-                f"query {qid!r} is not a query of dataset {dataset.name!r}", path=args.run
+                f"query {qid!r} is not a query of dataset {dataset.name!r}",
+                args.run,
+                run_line(args.run, qid),
             )
         missing = next((d for d in ranking if d not in dataset.corpus), None)
         if missing is not None:
             raise DatasetError(
                 f"document {missing!r} (query {qid!r}) is not in the corpus of {dataset.name!r}",
-                path=args.run,
+                args.run,
+                run_line(args.run, qid, missing),
             )
     options = _options(args, args.model)
     reranker = options.load(args.model)

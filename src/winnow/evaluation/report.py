@@ -1,7 +1,8 @@
 """Experiment reports: TREC runs, ``metrics.json``, a Markdown report, a plot and a console table.
 
-Every file is written atomically (a temporary file in the same folder, then ``os.replace``), so
-an interrupted run never leaves a half-written report next to a complete one.
+The output folder is written as a whole: every file goes into a temporary folder beside it, which
+then takes its place (:func:`winnow._fs.replace_directory`). An interrupted run leaves the previous
+output untouched, and a rerun with fewer systems leaves no run file of the earlier one behind.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from winnow.errors import MissingExtraError
+from winnow.errors import ConfigError, MissingExtraError
 from winnow.evaluation.experiment import ExperimentResult
 
 PHASE_COLUMNS = ("index", "encode", "retrieve", "fuse", "rerank", "total")
@@ -28,6 +29,49 @@ def safe_name(name: str) -> str:
     """A file name for a system name or spec (``bm25%100>>rerank:x/y`` -> ``bm25_100_rerank_x_y``)."""
     text = re.sub(r"[^A-Za-z0-9._+-]+", "_", name).strip("._") or "system"
     return text[:120]
+
+
+#: What :func:`write_report` puts in an output folder; anything else there is the user's.
+OUTPUT_FILES = ("metrics.json", "report.md", "plot.png", "runs")
+
+
+def foreign_entries(output: str | Path) -> list[str]:
+    """Entries of ``output`` that :func:`write_report` did not write (it would remove them)."""
+    folder = Path(output)
+    if not folder.is_dir():
+        return []
+    found = []
+    for entry in sorted(folder.iterdir()):
+        if entry.name not in OUTPUT_FILES:
+            found.append(entry.name)
+        elif entry.name == "runs":
+            if not entry.is_dir():
+                found.append("runs")
+            else:
+                found += [f"runs/{f.name}" for f in sorted(entry.iterdir()) if f.suffix != ".trec"]
+    return found
+
+
+def check_output_folder(output: str | Path) -> None:
+    """Raise :class:`ConfigError` when ``output`` holds files :func:`write_report` did not write,
+    or is the current folder or one above it (replacing it would pull the floor from under the
+    process)."""
+    folder = Path(output).expanduser().resolve()
+    cwd = Path.cwd().resolve()
+    if folder == cwd or folder in cwd.parents:
+        raise ConfigError(
+            f"output folder {str(output)!r} is the current folder or holds it; it is replaced as "
+            "a whole, so give a folder below it (e.g. 'out')"
+        )
+    foreign = foreign_entries(output)
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (
+            f" and {len(foreign) - 5} more" if len(foreign) > 5 else ""
+        )
+        raise ConfigError(
+            f"output folder {str(output)!r} holds files an evaluation did not write ({shown}); "
+            "it is replaced as a whole, so give a new or empty folder, or an earlier output"
+        )
 
 
 def write_atomic(path: Path, data: str | bytes) -> None:
@@ -182,33 +226,39 @@ def plot_png(result: ExperimentResult, metric: str | None = None) -> bytes:
 def write_report(
     result: ExperimentResult, output: str | Path, *, plot: bool = True, tag: str = "winnow"
 ) -> dict[str, Path]:
-    """Write ``runs/<system>.trec``, ``metrics.json``, ``report.md`` and ``plot.png`` into ``output``.
+    """Write ``runs/<system>.trec``, ``metrics.json``, ``report.md`` and ``plot.png`` as ``output``.
 
-    Returns the paths written, by kind (``metrics``, ``report``, ``plot``, ``run:<system>``).
+    The folder is built beside ``output`` and then takes its place, so it holds exactly this
+    result's files (an earlier output there is replaced as a whole). Returns the paths written,
+    by kind (``metrics``, ``report``, ``plot``, ``run:<system>``).
+
+    Raises:
+        ConfigError: ``output`` holds files that an evaluation does not write (they would be lost).
     """
+    from winnow._fs import replace_directory
     from winnow.data import write_run
 
-    output = Path(output)
-    output.mkdir(parents=True, exist_ok=True)
+    output = Path(output).expanduser().resolve()  # "." and ".." have no name to swap
+    check_output_folder(output)
     files = run_files(result)
-    written: dict[str, Path] = {}
-    for name, res in result.systems.items():
-        path = output / "runs" / files[name]
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_run(res.run, path, tag=safe_name(f"{tag}-{name}"))
-        written[f"run:{name}"] = path
     document = result.to_dict()
     for name, entry in document["systems"].items():
         entry["run"] = f"runs/{files[name]}"
-    write_atomic(
-        output / "metrics.json", json.dumps(document, indent=2, default=_json_default) + "\n"
-    )
-    written["metrics"] = output / "metrics.json"
-    if plot:
-        write_atomic(output / "plot.png", plot_png(result))
-        written["plot"] = output / "plot.png"
-    write_atomic(output / "report.md", markdown_report(result, files))
-    written["report"] = output / "report.md"
+    written: dict[str, Path] = {}
+    with replace_directory(output) as tmp:
+        (tmp / "runs").mkdir(mode=0o777)
+        for name, res in result.systems.items():
+            write_run(res.run, tmp / "runs" / files[name], tag=safe_name(f"{tag}-{name}"))
+            written[f"run:{name}"] = output / "runs" / files[name]
+        write_atomic(
+            tmp / "metrics.json", json.dumps(document, indent=2, default=_json_default) + "\n"
+        )
+        written["metrics"] = output / "metrics.json"
+        if plot:
+            write_atomic(tmp / "plot.png", plot_png(result))
+            written["plot"] = output / "plot.png"
+        write_atomic(tmp / "report.md", markdown_report(result, files))
+        written["report"] = output / "report.md"
     return written
 
 

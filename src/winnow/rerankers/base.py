@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from winnow.errors import ConfigError, InputError
+from winnow.errors import ConfigError, InputError, WinnowError
 from winnow.rerankers.options import RerankerOptions, options_instance
 
 logger = logging.getLogger(__name__)
@@ -183,7 +183,14 @@ class Reranker(ABC):
             with self._lock:
                 if not self._loaded:
                     started = time.perf_counter()
-                    self._load()
+                    try:
+                        self._load()
+                    except (WinnowError, MemoryError):
+                        raise
+                    except Exception as exc:  # damaged weights, bad config: name the model
+                        from winnow.rerankers._load_errors import model_load_error
+
+                        raise model_load_error(self.config.model, self.kind, exc) from exc
                     self._loaded = True
                     logger.info("loaded %r in %.2fs", self, time.perf_counter() - started)
         return self

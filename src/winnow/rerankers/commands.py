@@ -38,21 +38,50 @@ def register(sub: argparse._SubParsersAction) -> None:
     register_info(sub)
 
 
+def _check_text(text: str, where: str) -> str:
+    """Refuse text holding a lone surrogate: what Python makes of bytes that are not UTF-8 in
+    arguments and on stdin (``surrogateescape``); the tokenizers would fail on it."""
+    from winnow.errors import InputError
+
+    bad = next((i for i, c in enumerate(text) if "\ud800" <= c <= "\udfff"), None)
+    if bad is not None:
+        code = ord(text[bad])
+        what = (
+            f"byte {code - 0xDC00:#04x}"
+            if 0xDC80 <= code <= 0xDCFF
+            else f"lone surrogate U+{code:04X}"
+        )
+        raise InputError(f"{where} is not valid UTF-8 ({what} at character {bad})")
+    return text
+
+
 def run(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from winnow.errors import ConfigError
+    from winnow.errors import ConfigError, InputError
     from winnow.rerankers.loading import load_model_ref
     from winnow.rerankers.registry import parse_model_ref
 
+    if args.top_k is not None and args.top_k < 1:
+        raise ConfigError(f"--top-k must be >= 1, got {args.top_k}")
     ref = parse_model_ref(args.model)
     if args.kind:
         if ref.kind is not None and ref.kind != args.kind:
             raise ConfigError(f"--kind {args.kind} contradicts the kind in --model {args.model!r}")
         ref = replace(ref, kind=args.kind)
-    docs = args.documents or [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    query = _check_text(args.query, "QUERY")
+    if args.documents:
+        docs = [_check_text(d, f"document argument {i}") for i, d in enumerate(args.documents, 1)]
+    else:
+        docs = [
+            _check_text(line.rstrip("\r\n"), f"stdin line {number}")
+            for number, line in enumerate(sys.stdin, 1)
+            if line.strip()
+        ]
+    if not docs:
+        raise InputError("no documents to rank: give them as arguments or one per line on stdin")
     reranker = load_model_ref(ref, device=args.device, dtype=args.dtype)
-    hits = reranker.rank(args.query, docs, top_k=args.top_k)
+    hits = reranker.rank(query, docs, top_k=args.top_k)
     if args.json:
         print(json.dumps([h.__dict__ for h in hits], indent=2))
     else:

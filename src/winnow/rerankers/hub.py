@@ -59,7 +59,12 @@ def _read_json(
     path = Path(model)
     if path.is_dir():
         f = path / filename
-        return json.loads(f.read_text()) if f.is_file() else None
+        if not f.is_file():
+            return None
+        try:
+            return json.loads(f.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ModelLoadError(f"cannot read {f}: {exc}") from exc
     try:
         from huggingface_hub import constants, hf_hub_download
         from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError

@@ -24,7 +24,7 @@ import numpy as np
 
 from winnow._hashing import corpus_hash
 from winnow._runs import check_top_k, ranked, tie_break_order
-from winnow.errors import ConfigError, InputError
+from winnow.errors import ConfigError, DatasetError, InputError
 from winnow.retrieval._cache import entry_dir, is_complete, save_entry
 from winnow.retrieval._checks import check_corpus, check_queries
 from winnow.types import Document, Run
@@ -164,6 +164,13 @@ class BM25:
         t = time.perf_counter()
         tokens = self._tokenize([d.full_text for d in corpus.values()], return_ids=True)
         timings["tokenize"] = time.perf_counter() - t
+        if not tokens.vocab:  # bm25s would fail with "max() arg is an empty sequence"
+            empty = sum(1 for d in corpus.values() if not d.full_text.strip())
+            raise DatasetError(
+                f"cannot build a BM25 index: no document has any indexable term ({empty} of "
+                f"{len(doc_ids)} documents are empty, the others hold only stopwords or "
+                "one-character words)"
+            )
         t = time.perf_counter()
         retriever = bm25s.BM25(k1=self.k1, b=self.b, method=self.method)
         retriever.index(tokens, show_progress=self.show_progress)
