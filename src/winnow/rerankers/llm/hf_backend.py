@@ -14,6 +14,7 @@ import logging
 import numpy as np
 
 from winnow.errors import ConfigError, ModelLoadError
+from winnow.rerankers._imports import heavy_imports
 from winnow.rerankers._tokens import pad_batch
 from winnow.rerankers._torch import from_pretrained_kwargs, prepare_model
 from winnow.rerankers.cache import MODELS
@@ -24,7 +25,8 @@ logger = logging.getLogger(__name__)
 
 def load_causal_lm(path: str, device: str, dtype: str):
     """Load (model, tokenizer) of a causal LM, refusing models that are not one."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    with heavy_imports():
+        from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     try:
         config = AutoConfig.from_pretrained(path)
