@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import os
 import threading
 import time
@@ -32,8 +31,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--host", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="port (default 8080)")
-    p.add_argument("--api-key", help="require 'Authorization: Bearer KEY' (not on /health)")
+    p.add_argument(
+        "--api-key",
+        help="require 'Authorization: Bearer KEY' (not on /health); surrounding whitespace is "
+        "stripped, and an empty key is an error (it would turn auth off)",
+    )
     p.add_argument("--device", help="cpu, cuda, mps (best available if omitted)")
+    p.add_argument(
+        "--device-fallback",
+        action="store_const",
+        const=True,
+        help="when --device cuda is asked for and CUDA is absent, load on the CPU (with a warning, "
+        "and flagged in /ready) instead of failing",
+    )
     p.add_argument("--dtype", help="float32, bfloat16, float16, int8 (auto if omitted)")
     p.add_argument("--max-length", type=int, help="longest input in tokens (model's own limit)")
     p.add_argument("--max-documents", type=int, help="documents per request (default 1000)")
@@ -54,6 +64,25 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="allow browser requests from this origin (repeatable; CORS is off by default)",
     )
     p.add_argument("--log-level", help="uvicorn log level (info)")
+    p.add_argument("--load-retries", type=int, help="more tries of a model load that failed (2)")
+    p.add_argument(
+        "--load-backoff",
+        type=float,
+        help="seconds before the first retry of a failed load, doubling each time (1)",
+    )
+    p.add_argument(
+        "--ready-when",
+        choices=("all", "any"),
+        help="/ready is 200 when all models are ready (default), or when any is and none loads",
+    )
+    p.add_argument(
+        "--fallback",
+        action="append",
+        dest="fallbacks",
+        metavar="NAME=[KIND:]MODEL",
+        help="model to serve as NAME when NAME's own fails to load or runs out of device memory "
+        "(repeatable; WINNOW_FALLBACKS comma-separated)",
+    )
     p.set_defaults(func=run)
 
 
@@ -76,21 +105,20 @@ def run(args: argparse.Namespace) -> int:
     from winnow.server import require_server_extra
 
     require_server_extra()
-    import uvicorn
-
     from winnow.server.app import create_app
+    from winnow.server.lifecycle import GracefulServer, uvicorn_config
 
     config = build_config(args, dict(os.environ))
     if config.host not in ("127.0.0.1", "localhost", "::1") and not config.api_key:
         logger.warning("serving on %s without an API key (--api-key)", config.host)
     app = create_app(config)
-    server = uvicorn.Server(
-        uvicorn.Config(
+    server = GracefulServer(
+        uvicorn_config(
             app,
+            config.graceful_timeout,
             host=config.host,
             port=config.port,
             log_level=config.log_level,
-            timeout_graceful_shutdown=math.ceil(config.graceful_timeout),
         )
     )
     nothing_loaded: list[str] = []

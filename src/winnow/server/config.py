@@ -15,6 +15,8 @@ from winnow.errors import ConfigError
 from winnow.rerankers.registry import parse_model_spec
 
 _ALIAS = re.compile(r"^[A-Za-z0-9_.-]+$")
+#: What ``ready_when`` may be (see ``ServerConfig.ready_when``).
+READY_POLICIES = ("all", "any")
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,17 @@ class ModelSpec:
         if not model:
             raise ConfigError(f"model spec {spec!r} names no model")
         return cls(alias=alias or rest, model=model, kind=kind)
+
+    @classmethod
+    def parse_fallback(cls, spec: str) -> ModelSpec:
+        """Parse ``NAME=[KIND:]MODEL``: the model to serve as ``NAME`` when NAME's own fails to load."""
+        name, sep, rest = spec.strip().partition("=")
+        if not sep or not _ALIAS.match(name) or not rest.strip():
+            raise ConfigError(
+                f"fallback {spec!r} is not NAME=[KIND:]MODEL (NAME: the served model it stands in "
+                "for)"
+            )
+        return cls.parse(spec)
 
 
 @dataclass(frozen=True)
@@ -70,6 +83,16 @@ class ServerConfig:
     graceful_timeout: float = 30.0
     cors_origins: tuple[str, ...] = ()
     log_level: str = "info"
+    #: more tries of a model load that failed (a thread-safety race or a busy disk can pass)
+    load_retries: int = 2
+    #: seconds before the first retry of a failed load; each further retry waits twice as long
+    load_backoff: float = 1.0
+    #: ``all``: /ready is 200 only when every model is ready; ``any``: when one is, none loading
+    ready_when: str = "all"
+    #: per served model, the model that serves under its name when its own fails to load
+    fallbacks: tuple[ModelSpec, ...] = ()
+    #: a cuda device asked for and absent runs on the CPU (with a warning) instead of failing
+    device_fallback: bool = False
 
     def __post_init__(self) -> None:
         aliases = [m.alias for m in self.models]
@@ -94,6 +117,38 @@ class ServerConfig:
             raise ConfigError("max_wait_ms and graceful_timeout must be >= 0")
         if self.max_length is not None and self.max_length < 8:
             raise ConfigError(f"max_length must be >= 8, got {self.max_length}")
+        if self.api_key is not None:
+            # The key is stripped as the bearer token is; an empty key would turn auth off.
+            key = self.api_key.strip()
+            if not key:
+                raise ConfigError(
+                    "api_key is empty (or only whitespace): give a real key, or leave --api-key "
+                    "and WINNOW_API_KEY unset to serve without one"
+                )
+            object.__setattr__(self, "api_key", key)
+        if self.load_retries < 0 or self.load_backoff < 0:
+            raise ConfigError(
+                f"load_retries and load_backoff must be >= 0, got {self.load_retries} and "
+                f"{self.load_backoff}"
+            )
+        if self.ready_when not in READY_POLICIES:
+            raise ConfigError(
+                f"ready_when must be one of {', '.join(READY_POLICIES)}, got {self.ready_when!r}"
+            )
+        names = set(aliases)
+        seen: set[str] = set()
+        for fallback in self.fallbacks:
+            if fallback.alias not in names:
+                raise ConfigError(
+                    f"fallback for {fallback.alias!r}: no served model has that name; served: "
+                    f"{', '.join(aliases) or 'none'}"
+                )
+            if fallback.alias in seen:
+                raise ConfigError(f"model {fallback.alias!r} has more than one fallback")
+            seen.add(fallback.alias)
+
+    def fallback_for(self, name: str) -> ModelSpec | None:
+        return next((f for f in self.fallbacks if f.alias == name), None)
 
     @property
     def default_model(self) -> str | None:
@@ -106,7 +161,8 @@ class ServerConfig:
         for f in fields(cls):
             var = "WINNOW_" + ("CORS_ORIGINS" if f.name == "cors_origins" else f.name.upper())
             raw = environ.get(var)
-            if raw is None or raw == "":
+            # an empty WINNOW_API_KEY is refused, not read as "no key" (it would turn auth off)
+            if raw is None or (raw == "" and f.name != "api_key"):
                 continue
             values[f.name] = _convert(f.name, raw, var)
         for name, value in overrides.items():
@@ -130,7 +186,9 @@ _INTS = {
     "max_batch_pairs",
     "max_queue",
 }
-_FLOATS = {"max_wait_ms", "graceful_timeout"}
+_FLOATS = {"max_wait_ms", "graceful_timeout", "load_backoff"}
+_INTS.add("load_retries")
+_TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
 
 
 def _split(value: Any) -> list[str]:
@@ -144,8 +202,21 @@ def _convert(name: str, value: Any, source: str) -> Any:
         if name == "models":
             specs = [v if isinstance(v, ModelSpec) else ModelSpec.parse(v) for v in _split(value)]
             return tuple(specs)
+        if name == "fallbacks":
+            specs = [
+                v if isinstance(v, ModelSpec) else ModelSpec.parse_fallback(v)
+                for v in _split(value)
+            ]
+            return tuple(specs)
         if name == "cors_origins":
             return tuple(_split(value))
+        if name == "device_fallback":
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text not in _TRUE | _FALSE:
+                raise ValueError("expected one of 1, true, yes, on, 0, false, no, off")
+            return text in _TRUE
         if name in _INTS:
             return int(value)
         if name in _FLOATS:
