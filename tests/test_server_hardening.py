@@ -26,6 +26,7 @@ import pytest
 pytest.importorskip("fastapi")
 
 from winnow import load_reranker
+from winnow.rerankers.cache import RERANKERS
 from winnow.server.config import ModelSpec, ServerConfig
 from winnow.server.testing import GATED_KIND, Gates, running_server
 from winnow.testing import sample_corpus
@@ -319,6 +320,8 @@ def test_a_model_that_runs_out_of_memory_is_served_by_its_fallback(tiny_bert, fr
     )
     with running_server(config) as srv:
         assert Gates.load_attempts == 1  # out of memory is not retried
+        # the primary's cached instance was dropped (its memory freed) before the fallback loaded
+        assert not [k for k in RERANKERS if k[1] == GATED_KIND]
         info = httpx.get(srv.url + "/ready").json()["models"]["m"]
         assert info["status"] == "ready" and info["fallback"] is True
         assert info["serving"] == tiny_bert and "out of memory" in info["primary_error"]

@@ -67,6 +67,13 @@ def make_factory(spec: ModelSpec, config: ServerConfig):
             max_length=config.max_length,
         )
 
+    def release() -> None:
+        """Drop the model's cached weights (before a fallback loads in their place)."""
+        from winnow.rerankers.cache import unload
+
+        unload(spec.model)
+
+    factory.release = release
     return factory
 
 

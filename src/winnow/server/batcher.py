@@ -121,7 +121,8 @@ class Batcher:
         load_retries: how many more times a failed load is tried (0: once only).
         load_backoff: seconds before the first retry; each further retry waits twice as long.
         fallback: builds the model to serve instead when ``factory`` still fails after its retries
-            (or runs out of device memory); ``fallback_name`` is what it is called in ``/ready``.
+            (or runs out of device memory; then ``factory.release()``, if it has one, frees the
+            primary's memory first); ``fallback_name`` is what it is called in ``/ready``.
     """
 
     def __init__(
@@ -156,6 +157,7 @@ class Batcher:
         #: the fallback model is serving under this name (``primary_error`` says why)
         self.serving_fallback = False
         self.primary_error = ""
+        self._primary_oom = False
         self.warmup_seconds: float | None = None
         self._queue: deque[_Job] = deque()
         self._pending_pairs = 0
@@ -253,6 +255,12 @@ class Batcher:
                 self.state = FAILED
                 return
             self.primary_error = self.error
+            release = getattr(self.factory, "release", None)
+            if release is not None and self._primary_oom:
+                try:
+                    release()  # give the device memory back before the fallback loads
+                except Exception:
+                    logger.exception("could not release the memory of model %r", self.name)
             logger.warning(
                 "model %r failed to load; loading its fallback %s", self.name, self.fallback_name
             )
@@ -280,7 +288,12 @@ class Batcher:
                 self.load_failures += 1
                 self.error = f"{type(exc).__name__}: {exc}"
                 # bad settings (ConfigError) or a full device will not pass on a second try
-                if attempt == self.load_retries or isinstance(exc, ConfigError) or _is_oom(exc):
+                self._primary_oom = _is_oom(exc)
+                if (
+                    attempt == self.load_retries
+                    or isinstance(exc, ConfigError)
+                    or self._primary_oom
+                ):
                     logger.error("model %r failed to load", what, exc_info=exc)
                     return False
                 wait = self.load_backoff * 2**attempt
