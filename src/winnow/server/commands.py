@@ -55,7 +55,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-wait-ms", type=float, help="batching wait in milliseconds (3)")
     p.add_argument("--max-queue", type=int, help="requests waiting per model before 429 (256)")
     p.add_argument(
-        "--graceful-timeout", type=float, help="seconds to finish in-flight requests (30)"
+        "--graceful-timeout",
+        type=float,
+        help="seconds after SIGTERM to finish in-flight requests (30); requests still waiting "
+        "then get 503 shutting_down and the server exits",
     )
     p.add_argument(
         "--cors-origin",
