@@ -211,6 +211,12 @@ def test_body_too_large_is_413(client):
         ({"query": "q", "documents": [{"text": 5}]}, "documents.0"),
         ({"query": "q", "texts": ["d"], "raw_scores": 0}, "raw_scores"),
         ({"query": "q", "texts": ["d"], "return_text": 1.0}, "return_text"),
+        # "" would silently pick the default model
+        ({"query": "q", "documents": ["d"], "model": ""}, "model"),
+        ({"query": "q", "texts": ["d"], "model": ""}, "model"),
+        # blank in Unicode: no-break, ideographic, em and thin spaces, line separator
+        ({"query": "\u00a0\u3000", "documents": ["d"]}, "query"),
+        ({"query": " \u2003\u2009\u2028 ", "texts": ["d"]}, "query"),
     ],
 )
 def test_bad_input_is_422_naming_the_field(client, payload, field):
@@ -237,7 +243,30 @@ def test_invalid_unicode_and_json_are_rejected_cleanly(client):
         "/v1/rerank", content=b'{"query": ', headers={"content-type": "application/json"}
     )
     assert r.status_code == 422
-    assert "error" in r.json()
+    assert r.json()["field"] == "body"  # not the character offset ("10")
+    assert r.json()["error"].startswith("the JSON body is truncated: it ends at line 1, column 11")
+    r = client.post(
+        "/v1/rerank",
+        content=b'{"query": "q",\n "documents": ["a" "b"]}',
+        headers={"content-type": "application/json"},
+    )
+    assert r.status_code == 422 and r.json()["field"] == "body"
+    assert r.json()["error"].startswith("the body is not valid JSON at line 2, column 20")
+    r = client.post(
+        "/v1/rerank",
+        content=b'{"query": "caf\xe9", "documents": ["d"]}',  # Latin-1, not UTF-8
+        headers={"content-type": "application/json"},
+    )
+    assert r.status_code == 400 and r.json()["field"] == "body"
+    assert r.json()["error"].startswith("the body is not valid UTF-8 (at byte 14)")
+
+
+def test_blank_means_what_str_isspace_says():
+    import sys
+
+    from winnow.server.schemas import _BLANK
+
+    assert set(_BLANK) == {chr(c) for c in range(sys.maxunicode + 1) if chr(c).isspace()}
 
 
 def test_unknown_model_names_the_available_ones(client):

@@ -223,3 +223,72 @@ def test_a_model_that_fails_to_load_is_reported():
     assert b.state == "failed" and "no weights at /nowhere" in b.error
     with pytest.raises(NotAccepting, match="failed to load: OSError"):
         asyncio.run(b.submit([("q", "d")]))
+
+
+def test_a_cancelled_job_split_across_calls_is_not_scored_further():
+    from winnow.server.metrics import Metrics
+
+    rec = Recording()
+    metrics = Metrics()
+    b = started(rec, max_batch_pairs=4, max_wait=0, metrics=metrics)
+    pairs = [("q", d) for d in docs("x", 10)]
+
+    async def go():
+        rec.gate.clear()
+        rec.entered.clear()
+        job = asyncio.ensure_future(b.submit(pairs))
+        await until(rec.entered.is_set)  # the first 4 pairs are in the model
+        job.cancel()  # the client went away
+        with pytest.raises(asyncio.CancelledError):
+            await job
+        rec.gate.set()
+        return await b.submit([("q", "after")])
+
+    assert asyncio.run(go()).scores.tolist() == [5.0]
+    assert [len(c) for c in rec.calls] == [4, 1]  # the other 6 pairs never reached the model
+    text = metrics.render()[0].decode()
+    assert 'winnow_cancelled_requests_total{model="rec"} 1.0' in text
+    assert 'winnow_cancelled_pairs_total{model="rec"} 6.0' in text
+    assert b._pending_pairs == 0
+    b.close(10)
+
+
+def test_a_failed_load_is_retried_with_backoff_then_reported():
+    tries: list[float] = []
+
+    def flaky():
+        tries.append(time.monotonic())
+        if len(tries) < 3:
+            raise OSError(f"disk busy (try {len(tries)})")
+        return Recording()
+
+    b = Batcher("flaky", flaky, load_retries=2, load_backoff=0.05)
+    b.start()
+    for _ in range(3000):
+        if b.state != "loading":
+            break
+        threading.Event().wait(0.01)
+    assert b.state == READY and b.load_failures == 2 and b.error == ""
+    b.close(10)
+
+    def broken():
+        raise OSError("no weights at /nowhere")
+
+    b = Batcher("broken", broken, load_retries=1, load_backoff=0.01)
+    b.start()
+    b._thread.join(10)
+    assert b.state == "failed" and b.load_failures == 2
+
+
+def test_close_interrupts_the_backoff_between_load_tries():
+    def broken():
+        raise OSError("no weights at /nowhere")
+
+    b = Batcher("broken", broken, load_retries=5, load_backoff=600)
+    b.start()
+    for _ in range(3000):
+        if b.load_failures:
+            break
+        threading.Event().wait(0.01)
+    assert b.close(30)  # returns without waiting out the 600 s backoff
+    assert b.state == "failed"

@@ -328,4 +328,81 @@ def test_winnow_serve_exits_when_no_model_loads(tmp_path):
         f"winnow serve: error: no model could be loaded: a: ModelLoadError: model folder '{missing}'"
         in done.stderr
     )
-    assert "Traceback" not in done.stderr
+    # the log keeps the load error's traceback (after its retries); the final error line does not
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("winnow serve: error: no model could be loaded: a: ModelLoadError")
+    assert "Traceback (most recent call last)" in done.stderr
+    assert done.stderr.count("failed to load (try") == 2  # three tries: the default 2 retries
+
+
+@pytest.mark.parametrize("key", ["", "   ", "\t\n"])
+def test_an_empty_api_key_is_refused_not_read_as_no_key(key):
+    """``--api-key "$KEY"`` with KEY unset would otherwise serve everything without auth."""
+    with pytest.raises(ConfigError, match="api_key is empty"):
+        ServerConfig(models=(ModelSpec.parse("m"),), api_key=key)
+    with pytest.raises(ConfigError, match="api_key is empty"):
+        ServerConfig.from_env({"WINNOW_MODELS": "m", "WINNOW_API_KEY": key})
+    args = build_parser().parse_args(["serve", "--model", "m", "--api-key", key])
+    with pytest.raises(ConfigError, match="api_key is empty"):
+        build_config(args, {})
+
+
+def test_an_api_key_is_stripped_as_the_bearer_token_is():
+    config = ServerConfig.from_env({"WINNOW_MODELS": "m", "WINNOW_API_KEY": " s3cret\n"})
+    assert config.api_key == "s3cret"
+    assert bearer_matches("Bearer s3cret ", config.api_key)
+
+
+def test_load_ready_and_fallback_settings():
+    env = {
+        "WINNOW_MODELS": "a=/m/a,b=/m/b",
+        "WINNOW_LOAD_RETRIES": "4",
+        "WINNOW_LOAD_BACKOFF": "0.5",
+        "WINNOW_READY_WHEN": "any",
+        "WINNOW_FALLBACKS": "a=cross-encoder:/m/small",
+        "WINNOW_DEVICE_FALLBACK": "yes",
+    }
+    config = ServerConfig.from_env(env)
+    assert (config.load_retries, config.load_backoff, config.ready_when) == (4, 0.5, "any")
+    assert config.fallbacks == (ModelSpec("a", "/m/small", "cross-encoder"),)
+    assert config.fallback_for("a").model == "/m/small" and config.fallback_for("b") is None
+    assert config.device_fallback is True
+    defaults = ServerConfig()
+    assert (defaults.load_retries, defaults.ready_when, defaults.device_fallback) == (
+        2,
+        "all",
+        False,
+    )
+    args = build_parser().parse_args(
+        [
+            "serve",
+            "--model",
+            "a=/m/a",
+            "--fallback",
+            "a=/m/tiny",
+            "--ready-when",
+            "all",
+            "--load-retries",
+            "0",
+            "--device-fallback",
+        ]
+    )
+    config = build_config(args, env)
+    assert config.fallbacks == (ModelSpec("a", "/m/tiny"),) and config.ready_when == "all"
+    assert config.load_retries == 0 and config.device_fallback is True
+
+
+@pytest.mark.parametrize(
+    ("env", "needle"),
+    [
+        ({"WINNOW_READY_WHEN": "some"}, "ready_when must be one of all, any"),
+        ({"WINNOW_LOAD_RETRIES": "-1"}, "load_retries"),
+        ({"WINNOW_FALLBACKS": "/m/small"}, "is not NAME=\\[KIND:\\]MODEL"),
+        ({"WINNOW_FALLBACKS": "zz=/m/small"}, "no served model has that name; served: a"),
+        ({"WINNOW_FALLBACKS": "a=/x,a=/y"}, "more than one fallback"),
+        ({"WINNOW_DEVICE_FALLBACK": "maybe"}, "WINNOW_DEVICE_FALLBACK"),
+    ],
+)
+def test_bad_load_settings_name_the_setting(env, needle):
+    with pytest.raises(ConfigError, match=needle):
+        ServerConfig.from_env({"WINNOW_MODELS": "a=/m/a", **env})

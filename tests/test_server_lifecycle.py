@@ -97,7 +97,9 @@ def test_ready_is_503_until_the_model_has_warmed_up(tiny_bert, fresh_cache):
 def test_a_failed_model_is_reported_and_the_others_serve(tiny_bert, tmp_path):
     missing = tmp_path / "no-such-model"
     config = ServerConfig(
-        models=(ModelSpec.parse(f"good={tiny_bert}"), ModelSpec.parse(f"bad={missing}"))
+        models=(ModelSpec.parse(f"good={tiny_bert}"), ModelSpec.parse(f"bad={missing}")),
+        ready_when="any",
+        load_backoff=0.01,
     )
     with running_server(config) as srv:
         ready = httpx.get(srv.url + "/ready").json()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 
+from winnow.rerankers._imports import heavy_imports
 from winnow.rerankers.devices import torch_dtype
 
 logger = logging.getLogger(__name__)
@@ -18,8 +19,10 @@ logger = logging.getLogger(__name__)
 
 def from_pretrained_kwargs(dtype: str) -> dict:
     """Keyword arguments for ``from_pretrained`` that load weights in the right dtype."""
-    import transformers
     from packaging.version import Version
+
+    with heavy_imports():
+        import transformers
 
     name = "dtype" if Version(transformers.__version__) >= Version("4.56") else "torch_dtype"
     return {name: torch_dtype(dtype)}

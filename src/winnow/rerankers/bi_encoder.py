@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from winnow.errors import ConfigError
+from winnow.rerankers._imports import heavy_imports
 from winnow.rerankers._torch import from_pretrained_kwargs, quantize_int8
 from winnow.rerankers.base import PairScores, Reranker, RerankerConfig
 from winnow.rerankers.cache import EMBEDDINGS, MODELS, EmbeddingMemo
@@ -23,7 +24,8 @@ DEFAULT_MEMO_MB = 256
 
 
 def load_sentence_transformer(path: str, device: str, dtype: str):
-    from sentence_transformers import SentenceTransformer
+    with heavy_imports():
+        from sentence_transformers import SentenceTransformer
 
     kwargs = {} if dtype in ("float32", "int8") else {"model_kwargs": from_pretrained_kwargs(dtype)}
     model = SentenceTransformer(path, device=device, **kwargs)

@@ -14,6 +14,7 @@ import numpy as np
 
 from winnow.errors import ModelLoadError
 from winnow.rerankers._first_token import install_first_token_last_layer
+from winnow.rerankers._imports import heavy_imports
 from winnow.rerankers._tokens import PairTokenizer, pad_batch
 from winnow.rerankers._torch import from_pretrained_kwargs, prepare_model
 from winnow.rerankers.base import PairScores, Reranker, RerankerConfig
@@ -37,7 +38,12 @@ def position_limit(config) -> int | None:
 
 def load_sequence_classifier(path: str, device: str, dtype: str, first_token_only: bool = True):
     """Load (model, tokenizer) for a cross-encoder, refusing models that would give garbage scores."""
-    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+    with heavy_imports():
+        from transformers import (
+            AutoConfig,
+            AutoModelForSequenceClassification,
+            AutoTokenizer,
+        )
 
     try:
         config = AutoConfig.from_pretrained(path)

@@ -1,8 +1,13 @@
 """The FastAPI application: endpoints, model slots, limits. Build it with :func:`create_app`.
 
-Models load and warm up on their worker threads when the app starts (``/health`` answers at once,
-``/ready`` says 503 until every model has either warmed up or failed, and at least one is usable).
-Requests score through each model's :class:`~winnow.server.batcher.Batcher`. Deep health checks
+Models load and warm up on their worker threads when the app starts; a failed load is retried
+(``load_retries``, ``load_backoff``), then its fallback model is loaded if one was given. ``/health``
+answers 200 at once. ``/ready`` answers 200 when, with ``ready_when="all"`` (the default), every
+model is ready (serving its own model or its fallback), and with ``ready_when="any"``, when at least
+one model is ready and none is still loading; otherwise 503. Requests score through each model's
+:class:`~winnow.server.batcher.Batcher`. A request whose client disconnects is cancelled (its queued
+pairs are dropped), and one still waiting when the shutdown deadline passes is answered 503
+``shutting_down`` (see :mod:`winnow.server.lifecycle`). Deep health checks
 (a real inference, see :mod:`winnow.server.health`) run at start with ``warmup_samples``, every
 ``health_interval`` seconds, and on ``GET /ready?deep=1``; a failed one makes ``/ready`` 503.
 """
@@ -18,7 +23,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import numpy as np
-from fastapi import FastAPI, Query, Response
+from fastapi import FastAPI, Query, Request, Response
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 
@@ -31,6 +36,8 @@ from winnow.server.config import ModelSpec, ServerConfig
 from winnow.server.errors import ERROR_RESPONSES, ApiError, install, limit_exceeded
 from winnow.server.guards import ApiKeyMiddleware, BodyLimitMiddleware
 from winnow.server.health import HealthChecks, with_deep_warmup
+from winnow.server.lifecycle import ShutdownClock
+from winnow.server.loading import fallback_readiness, serving_device
 from winnow.server.metrics import Metrics, TimingMiddleware
 from winnow.server.model_facts import ModelFacts
 
@@ -57,8 +64,16 @@ def make_factory(spec: ModelSpec, config: ServerConfig):
 
     def factory() -> Reranker:
         # the spec's own options (?KEY=VALUE) override the server-wide device, dtype, max_length
-        return spec.load(device=config.device, dtype=config.dtype, max_length=config.max_length)
+        device, dtype = serving_device(config)
+        return spec.load(device=device, dtype=dtype, max_length=config.max_length)
 
+    def release() -> None:
+        """Drop the model's cached weights (before a fallback loads in their place)."""
+        from winnow.rerankers.cache import unload
+
+        unload(spec.model)
+
+    factory.release = release
     return factory
 
 
@@ -70,20 +85,37 @@ class ServerState:
         self.metrics = metrics
         self.specs = {m.alias: m for m in config.models}
         self.checks = HealthChecks(config.health_timeout)
-        self.batchers = {
-            m.alias: Batcher(
+        self.shutdown = ShutdownClock(config.graceful_timeout)
+        self.batchers = {}
+        for m in config.models:
+            fallback = config.fallback_for(m.alias)
+            self.batchers[m.alias] = Batcher(
                 m.alias,
                 with_deep_warmup(make_factory(m, config), m.alias, self.checks, config),
                 max_batch_pairs=config.max_batch_pairs,
                 max_wait=config.max_wait_ms / 1000.0,
                 max_queue=config.max_queue,
                 metrics=metrics,
+                load_retries=config.load_retries,
+                load_backoff=config.load_backoff,
+                fallback=(
+                    with_deep_warmup(make_factory(fallback, config), m.alias, self.checks, config)
+                    if fallback
+                    else None
+                ),
+                fallback_name=fallback.model if fallback else None,
             )
-            for m in config.models
-        }
         self.facts = ModelFacts(self.batchers, {m.alias: m.model for m in config.models})
 
     def batcher(self, name: str | None) -> Batcher:
+        if name == "":  # (the schema refuses it too; a blank name is simply not served: 404)
+            raise ApiError(
+                422,
+                "validation",
+                "model is empty; name a served model, or leave model out for the default "
+                f"({self.config.default_model})",
+                field="model",
+            )
         name = name or self.config.default_model
         batcher = self.batchers.get(name) if name is not None else None
         if batcher is None:
@@ -107,8 +139,13 @@ class ServerState:
 
     @property
     def ready(self) -> bool:
+        """The ``/ready`` answer, by ``config.ready_when`` (see the module docstring)."""
         states = [b.state for b in self.batchers.values()]
-        return bool(states) and LOADING not in states and READY in states
+        if not states:
+            return False
+        if self.config.ready_when == "all":
+            return all(state == READY for state in states)
+        return LOADING not in states and READY in states
 
     # -- operations ----------------------------------------------------------------------------
     def status(self, name: str) -> str:
@@ -148,6 +185,41 @@ class ServerState:
         texts: list[str],
         max_chunks: int | None,
         chunks: bool = False,
+        request: Request | None = None,
+    ) -> DocScores:
+        """Score ``texts``; cancelled when the client disconnects or the shutdown deadline passes."""
+        scoring = asyncio.ensure_future(self._score(batcher, query, texts, max_chunks, chunks))
+        watchers = [asyncio.ensure_future(self.shutdown.expired.wait())]
+        if request is not None:
+            watchers.append(asyncio.ensure_future(_disconnected(request)))
+        try:
+            await asyncio.wait([scoring, *watchers], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in watchers:
+                task.cancel()
+            if not scoring.done():
+                scoring.cancel()  # the batcher drops the pairs not handed to the model yet
+        if not scoring.cancelled() and scoring.done():
+            return scoring.result()
+        with contextlib.suppress(asyncio.CancelledError):
+            await scoring  # let the cancellation reach the batcher before answering
+        if self.shutdown.expired.is_set():
+            raise ApiError(
+                503,
+                "shutting_down",
+                f"the server is shutting down and its {self.config.graceful_timeout:g}s graceful "
+                "timeout ran out before this request was scored; retry on another instance",
+                headers={"Retry-After": "2"},
+            )
+        raise ApiError(499, "client_closed", "the client closed the connection")
+
+    async def _score(
+        self,
+        batcher: Batcher,
+        query: str,
+        texts: list[str],
+        max_chunks: int | None,
+        chunks: bool = False,
     ) -> DocScores:
         if max_chunks is None:
             scored = await batcher.submit([(query, t) for t in texts])
@@ -169,7 +241,12 @@ class ServerState:
         return await self._score_chunked(batcher, query, texts, max_chunks)
 
     async def score_truncated(
-        self, batcher: Batcher, query: str, texts: list[str], max_tokens: int
+        self,
+        batcher: Batcher,
+        query: str,
+        texts: list[str],
+        max_tokens: int,
+        request: Request | None = None,
     ) -> DocScores:
         """Score each text cut to its first ``max_tokens`` tokens (Cohere v2's max_tokens_per_doc)."""
         from winnow.rerankers.chunking import truncate_to_tokens, window_tokenizer
@@ -181,7 +258,8 @@ class ServerState:
             tokenizer = window_tokenizer(batcher.reranker)
             return [truncate_to_tokens(t, tokenizer, max_tokens)[0] for t in texts]
 
-        return await self.score(batcher, query, await asyncio.to_thread(cut_all), None)
+        cut = await asyncio.to_thread(cut_all)
+        return await self.score(batcher, query, cut, None, request=request)
 
     async def _score_chunked(
         self, batcher: Batcher, query: str, texts: list[str], max_chunks: int
@@ -210,6 +288,14 @@ class ServerState:
         return DocScores(
             scores, cut, dropped, num_tokens, len(pairs), int(scored.num_tokens.sum()), hits
         )
+
+
+async def _disconnected(request: Request) -> None:
+    """Return when the client disconnects (the body is read: ``receive`` then waits for that)."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
 
 
 def _split_all(
@@ -315,9 +401,12 @@ def create_app(config: ServerConfig) -> FastAPI:
             periodic.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await periodic
-        # uvicorn has stopped accepting and waited for in-flight requests; drain what is left.
+        # uvicorn has stopped accepting and waited for in-flight requests; drain what is left,
+        # within what remains of the shutdown deadline (all of it when uvicorn did not start one).
+        remaining = state.shutdown.remaining()
+        timeout = config.graceful_timeout if remaining is None else remaining
         await asyncio.gather(
-            *(asyncio.to_thread(b.close, config.graceful_timeout) for b in state.batchers.values())
+            *(asyncio.to_thread(b.close, timeout) for b in state.batchers.values())
         )
 
     app = FastAPI(
@@ -329,6 +418,7 @@ def create_app(config: ServerConfig) -> FastAPI:
     app.state.server = state
     app.state.metrics = metrics
     metrics.watch_operations(state.facts.sizes, lambda: dict(state.checks.last))
+    app.state.shutdown_clock = state.shutdown
     install(app)
 
     @app.get("/health", response_model=s.Health, tags=["operations"])
@@ -363,6 +453,7 @@ def create_app(config: ServerConfig) -> FastAPI:
                 kind=state.specs[name].kind,
                 warmup_seconds=b.warmup_seconds,
                 error=b.error or None,
+                **fallback_readiness(config, b),
             )
             r = b.reranker
             if r is not None and b.state != FAILED:
@@ -403,6 +494,7 @@ def create_app(config: ServerConfig) -> FastAPI:
                     status=state.status(name),
                     default=name == config.default_model,
                     details=s.ModelDetails(**details[name]) if details[name] else None,
+                    **fallback_readiness(config, state.batchers[name]),
                 )
                 for name, spec in state.specs.items()
             ]
@@ -421,13 +513,13 @@ def create_app(config: ServerConfig) -> FastAPI:
         responses=ERROR_RESPONSES,
         tags=["rerank"],
     )
-    async def rerank(body: s.RerankRequest) -> s.RerankResponse:
+    async def rerank(body: s.RerankRequest, request: Request) -> s.RerankResponse:
         """Cohere/Jina-style reranking: results sorted by ``relevance_score``, best first."""
         texts = body.texts()
         state.check_limits(body.query, texts, "documents", body.max_chunks_per_doc)
         batcher = state.batcher(body.model)
         scored = await state.score(
-            batcher, body.query, texts, body.max_chunks_per_doc, body.return_chunks
+            batcher, body.query, texts, body.max_chunks_per_doc, body.return_chunks, request
         )
         scores = scored.scores
         if body.normalize == "sigmoid":
@@ -466,12 +558,12 @@ def create_app(config: ServerConfig) -> FastAPI:
         responses=ERROR_RESPONSES,
         tags=["rerank"],
     )
-    async def rerank_tei(body: s.TEIRerankRequest) -> list[s.TEIRank]:
+    async def rerank_tei(body: s.TEIRerankRequest, request: Request) -> list[s.TEIRank]:
         """TEI-style reranking: a bare list sorted by ``score``; sigmoid scores unless ``raw_scores``."""
         state.check_limits(body.query, body.texts, "texts", body.max_chunks_per_doc)
         batcher = state.batcher(body.model)
         scored = await state.score(
-            batcher, body.query, body.texts, body.max_chunks_per_doc, body.return_chunks
+            batcher, body.query, body.texts, body.max_chunks_per_doc, body.return_chunks, request
         )
         if not body.truncate and scored.cut.any():
             i = int(np.flatnonzero(scored.cut)[0])
@@ -509,13 +601,15 @@ def create_app(config: ServerConfig) -> FastAPI:
         responses=ERROR_RESPONSES,
         tags=["rerank"],
     )
-    async def rerank_v2(body: s.RerankV2Request) -> s.RerankV2Response:
+    async def rerank_v2(body: s.RerankV2Request, request: Request) -> s.RerankV2Response:
         """Cohere v2 reranking: documents cut to ``max_tokens_per_doc`` tokens, then scored;
         sigmoid scores unless ``"normalize": "none"``; best first."""
         texts = body.texts()
         state.check_limits(body.query, texts, "documents", None)
         batcher = state.batcher(body.model)
-        scored = await state.score_truncated(batcher, body.query, texts, body.max_tokens_per_doc)
+        scored = await state.score_truncated(
+            batcher, body.query, texts, body.max_tokens_per_doc, request
+        )
         scores = scored.scores
         if body.normalize == "sigmoid":
             scores = apply_activation(scores, "sigmoid")

@@ -9,7 +9,14 @@ jobs go whole); its future is resolved, through
 ``loop.call_soon_threadsafe``, when its last pair is scored. Inference never runs on the event loop.
 
 The same thread first loads and warms the model, so a server answers ``/health`` at once and
-``/ready`` tells when each model is usable. Hand-written rather than taken from a library because the
+``/ready`` tells when each model is usable. A load that fails is retried ``load_retries`` times,
+``load_backoff`` seconds apart, doubling (an out-of-memory error is not retried); when the last try
+fails and a ``fallback`` factory was given, the fallback model loads and serves under the same name,
+with the primary's error kept in ``primary_error``.
+
+A request whose client went away cancels its ``submit``: its job leaves the queue at once (or, when
+part of it is already in a model call, the rest is never handed to the model), and the pairs left
+unscored are counted in ``winnow_cancelled_pairs``. Hand-written rather than taken from a library because the
 batching has to follow the reranker contract (one ``score_pairs_detailed`` per call, token budgets in
 the engine); infinity's and TEI's batchers live inside their own servers.
 """
@@ -29,7 +36,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from winnow.errors import WinnowError
+from winnow.errors import ConfigError, WinnowError
 from winnow.rerankers.base import PairScores, Reranker
 
 if TYPE_CHECKING:
@@ -51,6 +58,10 @@ class QueueFull(WinnowError):
             f"model {model!r} is overloaded: {max_queue} requests are already waiting; "
             f"retry after {retry_after}s"
         )
+
+
+class ModelCallFailed(WinnowError, RuntimeError):
+    """A model call raised; the server answers a plain 500 (the cause is in the log, not the answer)."""
 
 
 class NotAccepting(WinnowError):
@@ -107,6 +118,11 @@ class Batcher:
         max_batch_pairs: most pairs per ``score_pairs_detailed`` call.
         max_wait: seconds the oldest queued job may wait for company before its batch runs.
         max_queue: most jobs waiting (not yet fully handed to the model); more get :class:`QueueFull`.
+        load_retries: how many more times a failed load is tried (0: once only).
+        load_backoff: seconds before the first retry; each further retry waits twice as long.
+        fallback: builds the model to serve instead when ``factory`` still fails after its retries
+            (or runs out of device memory; then ``factory.release()``, if it has one, frees the
+            primary's memory first); ``fallback_name`` is what it is called in ``/ready``.
     """
 
     def __init__(
@@ -118,6 +134,10 @@ class Batcher:
         max_wait: float = 0.003,
         max_queue: int = 256,
         metrics: Metrics | None = None,
+        load_retries: int = 0,
+        load_backoff: float = 1.0,
+        fallback: Callable[[], Reranker] | None = None,
+        fallback_name: str | None = None,
     ):
         self.name = name
         self.factory = factory
@@ -125,9 +145,19 @@ class Batcher:
         self.max_wait = max_wait
         self.max_queue = max_queue
         self.metrics = metrics
+        self.load_retries = load_retries
+        self.load_backoff = load_backoff
+        self.fallback = fallback
+        self.fallback_name = fallback_name
         self.reranker: Reranker | None = None
         self.state = LOADING
         self.error = ""
+        #: tries of the model's load that failed so far (the fallback's included)
+        self.load_failures = 0
+        #: the fallback model is serving under this name (``primary_error`` says why)
+        self.serving_fallback = False
+        self.primary_error = ""
+        self._primary_oom = False
         self.warmup_seconds: float | None = None
         self._queue: deque[_Job] = deque()
         self._pending_pairs = 0
@@ -147,7 +177,7 @@ class Batcher:
         with self._cond:
             self._closing = True
             self._cond.notify_all()
-        if self._thread.is_alive():
+        if self._thread.ident is not None and self._thread.is_alive():
             self._thread.join(timeout)
         stopped = not self._thread.is_alive()
         if stopped and self.state == READY:
@@ -197,7 +227,7 @@ class Batcher:
         try:
             return await job.future
         except asyncio.CancelledError:
-            job.abandoned = True  # the worker skips what it has not started yet
+            self.cancel(job)
             raise
 
     async def probe(self, pairs: list[tuple[str, str]], timeout: float) -> PairScores:
@@ -224,16 +254,45 @@ class Batcher:
             job.abandoned = True  # the worker skips it if it has not started it
             raise
 
+    def cancel(self, job: _Job) -> None:
+        """Forget ``job``: out of the queue now, and its pairs not yet handed out are never scored."""
+        with self._cond:
+            if job.abandoned:
+                return
+            job.abandoned = True
+            unscored = len(job.pairs) - job.taken
+            if job.taken == 0:
+                with contextlib.suppress(ValueError):
+                    self._queue.remove(job)
+                job.taken = len(job.pairs)
+                self._pending_pairs -= unscored
+                self._report_depth()
+            # else: it is at the front of the queue, and _next_batch drops the rest of it
+        if self.metrics is not None:
+            self.metrics.cancelled_requests.labels(model=self.name).inc()
+            self.metrics.cancelled_pairs.labels(model=self.name).inc(unscored)
+
     # -- the worker thread ---------------------------------------------------------------------
     def _main(self) -> None:
-        try:
-            self.reranker = self.factory()
-            self.warmup_seconds = self.reranker.warmup()
-        except Exception as exc:
-            self.error = f"{type(exc).__name__}: {exc}"
-            self.state = FAILED
-            logger.error("model %r failed to load: %s", self.name, self.error)
-            return
+        if not self._load(self.factory, self.name):
+            if self.fallback is None or self._closing:
+                self.state = FAILED
+                return
+            self.primary_error = self.error
+            release = getattr(self.factory, "release", None)
+            if release is not None and self._primary_oom:
+                try:
+                    release()  # give the device memory back before the fallback loads
+                except Exception:
+                    logger.exception("could not release the memory of model %r", self.name)
+            logger.warning(
+                "model %r failed to load; loading its fallback %s", self.name, self.fallback_name
+            )
+            if not self._load(self.fallback, f"{self.name} (fallback {self.fallback_name})"):
+                self.error = f"{self.primary_error}; fallback {self.fallback_name}: {self.error}"
+                self.state = FAILED
+                return
+            self.serving_fallback = True
         self.state = READY
         logger.info("model %r ready (warm-up %.2fs)", self.name, self.warmup_seconds)
         while True:
@@ -242,6 +301,42 @@ class Batcher:
                 return
             if batch:
                 self._run(batch)
+
+    def _load(self, factory: Callable[[], Reranker], what: str) -> bool:
+        """Build and warm up a model, retrying with backoff; True when it is ready to serve."""
+        for attempt in range(self.load_retries + 1):
+            try:
+                reranker = factory()
+                self.warmup_seconds = reranker.warmup()
+            except Exception as exc:
+                self.load_failures += 1
+                self.error = f"{type(exc).__name__}: {exc}"
+                # bad settings (ConfigError) or a full device will not pass on a second try
+                self._primary_oom = _is_oom(exc)
+                if (
+                    attempt == self.load_retries
+                    or isinstance(exc, ConfigError)
+                    or self._primary_oom
+                ):
+                    logger.error("model %r failed to load", what, exc_info=exc)
+                    return False
+                wait = self.load_backoff * 2**attempt
+                logger.warning(
+                    "model %r failed to load (try %d of %d); retrying in %.1fs",
+                    what,
+                    attempt + 1,
+                    self.load_retries + 1,
+                    wait,
+                    exc_info=exc,
+                )
+                with self._cond:
+                    if self._cond.wait_for(lambda: self._closing, wait):
+                        return False
+                continue
+            self.reranker = reranker
+            self.error = ""
+            return True
+        return False
 
     def _next_batch(self) -> list[tuple[_Job, int, int]] | None:
         """Wait for work and take up to ``max_batch_pairs`` pairs; None once closed and drained."""
@@ -295,11 +390,13 @@ class Batcher:
             scored = self.reranker.score_pairs_detailed(pairs)
         except Exception as exc:
             logger.exception("model %r failed on a batch of %d pairs", self.name, len(pairs))
+            error = ModelCallFailed(f"model {self.name!r} failed: {type(exc).__name__}: {exc}")
+            error.__cause__ = exc
             with self._cond:
                 for job, _, _ in batch:
                     if not job.abandoned:
                         job.abandoned = True
-                        job.resolve(error=exc)
+                        job.resolve(error=error)
             return
         seconds = time.perf_counter() - started
         if seconds > 0:
@@ -322,3 +419,13 @@ class Batcher:
     def _report_depth(self) -> None:
         if self.metrics is not None:
             self.metrics.queue_depth.labels(model=self.name).set(len(self._queue))
+
+
+def _is_oom(exc: BaseException) -> bool:
+    """An out-of-memory error (not worth retrying: the fallback, if any, is tried instead)."""
+    try:
+        from winnow.rerankers.devices import is_oom
+
+        return is_oom(exc)
+    except ImportError:  # no torch: no device memory to run out of
+        return False

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import os
 import threading
 import time
@@ -97,21 +96,20 @@ def run(args: argparse.Namespace) -> int:
     from winnow.server import require_server_extra
 
     require_server_extra()
-    import uvicorn
-
     from winnow.server.app import create_app
+    from winnow.server.lifecycle import GracefulServer, uvicorn_config
 
     config = build_config(args, dict(os.environ))
     if config.host not in ("127.0.0.1", "localhost", "::1") and not config.api_key:
         logger.warning("serving on %s without an API key (--api-key)", config.host)
     app = create_app(config)
-    server = uvicorn.Server(
-        uvicorn.Config(
+    server = GracefulServer(
+        uvicorn_config(
             app,
+            config.graceful_timeout,
             host=config.host,
             port=config.port,
             log_level=config.log_level,
-            timeout_graceful_shutdown=math.ceil(config.graceful_timeout),
         )
     )
     nothing_loaded: list[str] = []

@@ -27,6 +27,8 @@ from winnow.rerankers.options import parse_bool
 from winnow.rerankers.registry import ModelRef, parse_model_ref
 
 _ALIAS = re.compile(r"^[A-Za-z0-9_.-]+$")
+#: What ``ready_when`` may be (see ``ServerConfig.ready_when``).
+READY_POLICIES = ("all", "any")
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,17 @@ class ModelSpec:
             raise ConfigError(f"model spec {spec!r} names no model")
         check_model_options(ref, spec)
         return cls(alias=alias or rest, model=ref.model, kind=ref.kind, options=ref.options)
+
+    @classmethod
+    def parse_fallback(cls, spec: str) -> ModelSpec:
+        """Parse ``NAME=[KIND:]MODEL``: the model to serve as ``NAME`` when NAME's own fails to load."""
+        name, sep, rest = spec.strip().partition("=")
+        if not sep or not _ALIAS.match(name) or not rest.strip():
+            raise ConfigError(
+                f"fallback {spec!r} is not NAME=[KIND:]MODEL (NAME: the served model it stands in "
+                "for)"
+            )
+        return cls.parse(spec)
 
     @property
     def ref(self) -> ModelRef:
@@ -128,6 +141,16 @@ class ServerConfig:
     health_interval: float = 0.0
     #: seconds a deep health check (periodic or /ready?deep=1) may take before it counts as failed
     health_timeout: float = 30.0
+    #: more tries of a model load that failed (a thread-safety race or a busy disk can pass)
+    load_retries: int = 2
+    #: seconds before the first retry of a failed load; each further retry waits twice as long
+    load_backoff: float = 1.0
+    #: ``all``: /ready is 200 only when every model is ready; ``any``: when one is, none loading
+    ready_when: str = "all"
+    #: per served model, the model that serves under its name when its own fails to load
+    fallbacks: tuple[ModelSpec, ...] = ()
+    #: a cuda device asked for and absent runs on the CPU (with a warning) instead of failing
+    device_fallback: bool = False
 
     def __post_init__(self) -> None:
         aliases = [m.alias for m in self.models]
@@ -161,6 +184,38 @@ class ServerConfig:
             )
         if not 0 < self.health_timeout < float("inf"):
             raise ConfigError(f"health_timeout must be > 0 seconds, got {self.health_timeout}")
+        if self.api_key is not None:
+            # The key is stripped as the bearer token is; an empty key would turn auth off.
+            key = self.api_key.strip()
+            if not key:
+                raise ConfigError(
+                    "api_key is empty (or only whitespace): give a real key, or leave --api-key "
+                    "and WINNOW_API_KEY unset to serve without one"
+                )
+            object.__setattr__(self, "api_key", key)
+        if self.load_retries < 0 or self.load_backoff < 0:
+            raise ConfigError(
+                f"load_retries and load_backoff must be >= 0, got {self.load_retries} and "
+                f"{self.load_backoff}"
+            )
+        if self.ready_when not in READY_POLICIES:
+            raise ConfigError(
+                f"ready_when must be one of {', '.join(READY_POLICIES)}, got {self.ready_when!r}"
+            )
+        names = set(aliases)
+        seen: set[str] = set()
+        for fallback in self.fallbacks:
+            if fallback.alias not in names:
+                raise ConfigError(
+                    f"fallback for {fallback.alias!r}: no served model has that name; served: "
+                    f"{', '.join(aliases) or 'none'}"
+                )
+            if fallback.alias in seen:
+                raise ConfigError(f"model {fallback.alias!r} has more than one fallback")
+            seen.add(fallback.alias)
+
+    def fallback_for(self, name: str) -> ModelSpec | None:
+        return next((f for f in self.fallbacks if f.alias == name), None)
 
     @property
     def default_model(self) -> str | None:
@@ -177,7 +232,8 @@ class ServerConfig:
         values: dict[str, Any] = {}
         for s in table.values():
             raw = environ.get(s.env)
-            if raw is None or raw.strip() == "":
+            # an empty WINNOW_API_KEY is refused, not read as "no key" (it would turn auth off)
+            if raw is None or (raw.strip() == "" and s.name != "api_key"):
                 continue
             values[s.name] = s.convert(raw, s.env)
         for name, value in overrides.items():
@@ -268,7 +324,11 @@ class Setting:
             except ValueError:
                 raise ValueError("expected a number") from None
         if tp is ModelSpec:
-            return ModelSpec.parse(text)
+            return (
+                ModelSpec.parse_fallback(text)
+                if self.name == "fallbacks"
+                else ModelSpec.parse(text)
+            )
         return text.strip() if self.repeatable else text
 
     def convert(self, value: Any, source: str) -> Any:

@@ -1,11 +1,18 @@
 """Every error the server answers goes through :func:`handle_error`, the one exception handler.
 
-Bad input is 422 with a message naming the field (and the limit, for the configured limits), a body
-over the size limit 413, an unknown model 404, a full
-queue 429 with ``Retry-After``, a model that is loading, failed or shutting down 503. Anything else is a
-500 whose body says only "internal server error": exception text and stack traces go to the log.
+Bad input is 422 with a message naming the field (and the limit, for the configured limits; a body
+that is not JSON names ``body`` and the line and column), a body that is not UTF-8 400 naming
+``body`` and the byte, a body over the size limit 413, an unknown model 404, a full queue 429 with ``Retry-After``, a model that is loading,
+failed or shutting down 503 (``Retry-After`` while loading or shutting down). Anything else is a 500
+whose body says only "internal server error": exception text and stack traces go to the log.
 The body has the shape of TEI's errors, ``{"error": ..., "error_type": ...}``, plus ``field`` and
 ``limit`` where they apply.
+
+The handler is registered for each error class the server raises on purpose (``ApiError``,
+``WinnowError`` and its subclasses such as ``QueueFull`` and ``NotAccepting``, validation and HTTP
+errors), not only as the catch-all: Starlette re-raises what reaches its catch-all after answering,
+so uvicorn would log "Exception in ASGI application" with a traceback and close the keep-alive
+connection. Only a true bug (an exception of no known class) takes that path.
 """
 
 from __future__ import annotations
@@ -18,8 +25,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from winnow.errors import ConfigError, InputError
-from winnow.server.batcher import FAILED, LOADING, NotAccepting, QueueFull
+from winnow.errors import ConfigError, InputError, WinnowError
+from winnow.server.batcher import FAILED, LOADING, STOPPED, ModelCallFailed, NotAccepting, QueueFull
 from winnow.server.schemas import ErrorResponse
 
 logger = logging.getLogger(__name__)
@@ -70,7 +77,25 @@ def error_response(error: ApiError) -> JSONResponse:
     return JSONResponse(body, status_code=error.status, headers=error.headers)
 
 
+def _json_error(exc: RequestValidationError, err: dict) -> ApiError:
+    """FastAPI reports a JSON syntax error at a character offset (``loc`` ``("body", 32)``)."""
+    doc = exc.body if isinstance(exc.body, str) else ""
+    pos = err["loc"][1] if len(err.get("loc", ())) > 1 and isinstance(err["loc"][1], int) else 0
+    line = doc.count("\n", 0, pos) + 1
+    column = pos - (doc.rfind("\n", 0, pos) + 1) + 1
+    reason = str(err.get("ctx", {}).get("error", "invalid JSON"))
+    where = f"line {line}, column {column} (character {pos})"
+    if pos >= len(doc.rstrip()):
+        message = f"the JSON body is truncated: it ends at {where} ({reason})"
+    else:
+        message = f"the body is not valid JSON at {where}: {reason}"
+    return ApiError(422, "validation", message, field="body")
+
+
 def _validation_error(exc: RequestValidationError) -> ApiError:
+    errors = exc.errors()
+    if errors and errors[0].get("type") == "json_invalid":
+        return _json_error(exc, errors[0])
     problems = []
     first_field = None
     for err in exc.errors():
@@ -94,10 +119,18 @@ def as_api_error(exc: BaseException) -> ApiError:
     if isinstance(exc, QueueFull):
         return ApiError(429, "overloaded", str(exc), headers={"Retry-After": str(exc.retry_after)})
     if isinstance(exc, NotAccepting):
-        retry = {"Retry-After": "2"} if exc.state == LOADING else None
-        kind = "model_failed" if exc.state == FAILED else "unavailable"
+        retry = {"Retry-After": "2"} if exc.state in (LOADING, STOPPED) else None
+        kind = {FAILED: "model_failed", STOPPED: "shutting_down"}.get(exc.state, "unavailable")
         return ApiError(503, kind, str(exc), headers=retry)
     if isinstance(exc, StarletteHTTPException):
+        cause = exc.__cause__
+        if exc.status_code == 400 and isinstance(cause, UnicodeDecodeError):
+            return ApiError(
+                400,
+                "validation",
+                f"the body is not valid UTF-8 (at byte {cause.start}): {cause.reason}",
+                field="body",
+            )
         if exc.status_code == 413:
             return ApiError(
                 413,
@@ -116,7 +149,8 @@ def as_api_error(exc: BaseException) -> ApiError:
 
 async def handle_error(request: Request, exc: Exception) -> JSONResponse:
     error = as_api_error(exc)
-    if error.status >= 500 and error.error_type == "internal":
+    # (a failed model call was logged, with its traceback, by the batcher)
+    if error.error_type == "internal" and not isinstance(exc, ModelCallFailed):
         logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     metrics = getattr(request.app.state, "metrics", None)
     if metrics is not None:
@@ -125,8 +159,14 @@ async def handle_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 def install(app: FastAPI) -> None:
-    """Route every exception through :func:`handle_error`."""
-    for exc_type in (ApiError, RequestValidationError, StarletteHTTPException, Exception):
+    """Route every exception through :func:`handle_error` (named classes first, see above)."""
+    for exc_type in (
+        ApiError,
+        WinnowError,
+        RequestValidationError,
+        StarletteHTTPException,
+        Exception,
+    ):
         app.add_exception_handler(exc_type, handle_error)
 
 
@@ -134,7 +174,7 @@ def install(app: FastAPI) -> None:
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"description": text, "model": ErrorResponse}
     for status, text in {
-        400: "malformed request",
+        400: "malformed request (a body that is not UTF-8)",
         401: "missing or wrong API key",
         404: "unknown model",
         413: "a limit was exceeded",

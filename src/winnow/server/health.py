@@ -185,6 +185,8 @@ def with_deep_warmup(factory, name: str, checks: HealthChecks, config: ServerCon
         checks.record(name, result)
         return reranker
 
+    if hasattr(factory, "release"):  # the batcher frees an out-of-memory model before a fallback
+        build.release = factory.release
     return build
 
 

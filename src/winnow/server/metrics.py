@@ -1,4 +1,9 @@
-"""Prometheus metrics of one server app, in its own registry (several apps can live in one process)."""
+"""Prometheus metrics of one server app, in its own registry (several apps can live in one process).
+
+Every label takes values from a fixed set, so no client can grow the registry: the request histogram
+is labelled by the app's own route paths (any other path is ``other``), the standard HTTP methods
+(any other method is ``other``) and the status; model labels are the served model names.
+"""
 
 from __future__ import annotations
 
@@ -21,6 +26,10 @@ from prometheus_client.registry import Collector
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
+#: The methods of RFC 9110 (and PATCH); any other method is counted as "other".
+HTTP_METHODS = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"}
+)
 
 
 class Metrics:
@@ -66,6 +75,18 @@ class Metrics:
             registry=r,
         )
         self.errors = Counter("winnow_errors", "Error responses by type", ["type"], registry=r)
+        self.cancelled_requests = Counter(
+            "winnow_cancelled_requests",
+            "Requests whose client went away (or that shutdown cut off) before they were scored",
+            ["model"],
+            registry=r,
+        )
+        self.cancelled_pairs = Counter(
+            "winnow_cancelled_pairs",
+            "Pairs of cancelled requests that were never handed to the model",
+            ["model"],
+            registry=r,
+        )
 
     def observe_batch(self, model: str, pairs: int, truncated: int, seconds: float) -> None:
         self.pairs_scored.labels(model=model).inc(pairs)
@@ -115,8 +136,9 @@ class TimingMiddleware:
             await self.app(scope, receive, send_status)
         finally:
             path = scope["path"] if scope["path"] in self.paths else "other"
+            method = scope["method"] if scope["method"] in HTTP_METHODS else "other"
             self.metrics.request_seconds.labels(
-                endpoint=path, method=scope["method"], status=str(status)
+                endpoint=path, method=method, status=str(status)
             ).observe(time.perf_counter() - started)
 
 

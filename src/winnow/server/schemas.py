@@ -40,10 +40,16 @@ def _json_integer(value: object) -> object:
 #: A positive integer field that accepts what the published schema calls one, and nothing else.
 PositiveInt = Annotated[int, Field(ge=1), BeforeValidator(_json_integer)]
 
-#: What counts as blank: ASCII whitespace, the same in Python, Rust and ECMA regular expressions.
-_BLANK = " \t\n\r\f\v"
+#: What counts as blank: every character Python's ``str.isspace`` calls whitespace (ASCII ones,
+#: U+0085, no-break space U+00A0, the U+2000 spaces, ideographic space U+3000, ...), listed so the
+#: published pattern says exactly the same in Python, Rust and ECMA regular expressions.
+_BLANK = (
+    "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680"
+    + "".join(chr(c) for c in range(0x2000, 0x200B))
+    + "\u2028\u2029\u202f\u205f\u3000"
+)
 #: The published form of the same rule (a query must contain a non-blank character).
-QUERY_PATTERN = "[^ \\t\\n\\r\\f\\v]"
+QUERY_PATTERN = "[^" + "".join(f"\\u{ord(c):04x}" for c in _BLANK) + "]"
 
 
 def _non_empty_query(value: str) -> str:
@@ -82,7 +88,9 @@ class RerankRequest(BaseModel):
     """``POST /v1/rerank`` (Cohere v1, Jina and Voyage reranker APIs)."""
 
     model_config = ConfigDict(extra="ignore")
-    model: str | None = Field(None, description="model name; the server's first model if omitted")
+    model: str | None = Field(
+        None, min_length=1, description="model name; the server's first model if omitted"
+    )
     query: str = Field(
         ...,
         min_length=1,
@@ -265,7 +273,9 @@ class TEIRerankRequest(BaseModel):
     truncation_direction: Literal["right", "Right"] = Field(
         "right", description="only right truncation is supported (documents are cut at the end)"
     )
-    model: str | None = Field(None, description="winnow extension: which served model")
+    model: str | None = Field(
+        None, min_length=1, description="winnow extension: which served model"
+    )
     max_chunks_per_doc: PositiveInt | None = Field(None, description="winnow extension")
     return_token_info: StrictBool = Field(False, description="winnow extension")
     return_chunks: StrictBool = Field(False, description="winnow extension: " + RETURN_CHUNKS)
@@ -336,6 +346,10 @@ class ModelInfo(BaseModel):
     status: str
     default: bool
     details: ModelDetails | None = Field(None, description="once the model is loaded")
+    fallback: bool | None = None
+    serving: str | None = None
+    primary_error: str | None = None
+    device_fallback: str | None = None
 
 
 class ModelList(BaseModel):
@@ -368,6 +382,13 @@ class ModelReadiness(BaseModel):
     parameters: int | None = None
     model_bytes: int | None = Field(None, description="parameters x bytes per parameter")
     last_check: HealthCheck | None = Field(None, description="the last deep health check")
+
+    #: the fallback model serves under this name (``serving``); ``primary_error`` says why
+    fallback: bool | None = None
+    serving: str | None = None
+    primary_error: str | None = None
+    #: e.g. "cuda -> cpu" (``--device-fallback``)
+    device_fallback: str | None = None
 
 
 class GpuMemory(BaseModel):

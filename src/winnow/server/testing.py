@@ -32,12 +32,20 @@ class Gates:
     entered = threading.Event()
     #: when set, scoring raises RuntimeError with this message (a model failing mid-request)
     fail_with: str | None = None
+    #: the next N loads raise RuntimeError (a flaky start-up); counts down
+    load_failures: int = 0
+    #: when set, every load raises it (e.g. ``RuntimeError("CUDA out of memory")``)
+    load_error: BaseException | None = None
+    #: loads that were tried (tests reset it to 0)
+    load_attempts: int = 0
 
     @classmethod
     def open_all(cls) -> None:
         cls.load.set()
         cls.score.set()
         cls.fail_with = None
+        cls.load_failures = 0
+        cls.load_error = None
 
 
 Gates.open_all()
@@ -45,13 +53,20 @@ Gates.open_all()
 
 class GatedCrossEncoder(CrossEncoderReranker):
     """A cross-encoder whose ``_load`` waits on ``Gates.load`` and ``_score`` on ``Gates.score``
-    (and raises when ``Gates.fail_with`` is set)."""
+    (and raises when ``Gates.fail_with`` is set; its loads fail on ``Gates.load_failures`` /
+    ``Gates.load_error``)."""
 
     kind = GATED_KIND
 
     def _load(self) -> None:
         if not Gates.load.wait(60):
             raise TimeoutError("Gates.load was not opened within 60 s")
+        Gates.load_attempts += 1
+        if Gates.load_error is not None:
+            raise Gates.load_error
+        if Gates.load_failures > 0:
+            Gates.load_failures -= 1
+            raise RuntimeError("flaky load (Gates.load_failures)")
         super()._load()
 
     def _score(self, pairs: list[tuple[str, str]]) -> PairScores:
@@ -87,22 +102,17 @@ def running_server(
 ) -> Iterator[RunningServer]:
     """Serve ``create_app(config)`` with uvicorn on 127.0.0.1 in a thread; stop it on exit."""
     import httpx
-    import uvicorn
 
     from winnow.server.app import create_app
+    from winnow.server.lifecycle import GracefulServer, uvicorn_config
 
     app = create_app(config)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    uv_config = uvicorn.Config(
-        app,
-        log_level="warning",
-        timeout_graceful_shutdown=int(config.graceful_timeout),
-        lifespan="on",
-    )
-    server = uvicorn.Server(uv_config)
+    uv_config = uvicorn_config(app, config.graceful_timeout, log_level="warning", lifespan="on")
+    server = GracefulServer(uv_config)
     thread = threading.Thread(
         target=server.run, kwargs={"sockets": [sock]}, name="uvicorn", daemon=True
     )

@@ -14,6 +14,7 @@ import logging
 import numpy as np
 
 from winnow.errors import ConfigError, ModelLoadError, WinnowError
+from winnow.rerankers._imports import heavy_imports
 from winnow.rerankers._tokens import pad_batch
 from winnow.rerankers._torch import from_pretrained_kwargs, prepare_model
 from winnow.rerankers.cache import MODELS
@@ -46,7 +47,8 @@ def load_causal_lm(path: str, device: str, dtype: str, device_map: str | None = 
     accelerate spreads the layers over the devices there are (for models larger than one device);
     the model then stays where accelerate put it instead of being moved to ``device``.
     """
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    with heavy_imports():
+        from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     if device_map is not None:
         if dtype == "int8":
