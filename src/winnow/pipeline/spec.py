@@ -9,7 +9,8 @@ than ``|``)::
     atom  := WORD | "(" expr ")"
 
 A WORD is a primitive (``bm25``, ``dense``, ``rrf``, ``combsum``, ``combmnz``, ``rerank``,
-``chunked``), a model stage (``dense:MODEL``, ``chunked:MODEL``, ``rerank:MODEL``, ``KIND:MODEL``
+``chunked``, the feedback stages ``rm3``, ``bo1``, ``rocchio``), a model stage (``dense:MODEL``,
+``rocchio:MODEL``, ``chunked:MODEL``, ``rerank:MODEL``, ``KIND:MODEL``
 such as ``cross-encoder:MODEL`` (also ``rerank:KIND:MODEL``), ``llm:MODEL``), or a named system
 from :data:`SYSTEMS`. A MODEL may carry the kind's options as a model spec does
 (``llm:BAAI/bge-reranker-v2-gemma?template=bge-gemma&max_query_length=64``, see
@@ -27,6 +28,7 @@ from dataclasses import dataclass
 
 from winnow.errors import ConfigError
 from winnow.pipeline.base import Parallel, Pipeline, Stage
+from winnow.pipeline.feedback import QueryExpansion, Rocchio
 from winnow.pipeline.fusion import RRF, ScoreFusion
 from winnow.pipeline.rerank import ChunkedRerank, Rerank
 from winnow.pipeline.retrieval import BM25, DEFAULT_DENSE_MODEL, Dense
@@ -40,6 +42,9 @@ SYSTEMS: dict[str, str] = {
     "hybrid+rerank": "hybrid >> rerank",
     "bm25+chunked": "bm25 >> chunked",
     "hybrid+chunked": "hybrid >> chunked",
+    "bm25+rm3": "bm25 >> rm3",
+    "bm25+bo1": "bm25 >> bo1",
+    "dense+prf": "dense >> rocchio",
 }
 
 #: Words that build a stage directly (the descriptions appear in error messages and --help).
@@ -51,6 +56,10 @@ PRIMITIVES: dict[str, str] = {
     "combmnz": "CombMNZ of min-max normalised scores of a parallel stage",
     "rerank": "rerank the top --depth with the default reranker (rerank:MODEL for another)",
     "chunked": "document-then-chunk rerank with the default reranker (chunked:MODEL)",
+    "rm3": "RM3 query expansion from the top 10 of the run, re-querying BM25 (10 terms, weight 0.5)",
+    "bo1": "Bo1 query expansion from the top 3 of the run, re-querying BM25 (10 terms)",
+    "rocchio": "Rocchio feedback on embeddings: query moved toward its top 5 (alpha 0.4, beta 0.6), "
+    "dense search again (rocchio:MODEL for another model)",
 }
 
 _TOKEN = re.compile(r"""\s*(?:(>>)|([|%()])|((?:[^\s|%()>'"]|'[^']*'|"[^"]*")+))""")
@@ -195,6 +204,10 @@ class _Parser:
             return BM25()
         if word == "dense":
             return Dense(o.dense_model, device=o.device, dtype=o.dtype)
+        if word in ("rm3", "bo1"):
+            return QueryExpansion(word)
+        if word == "rocchio":
+            return Rocchio(o.dense_model, device=o.device, dtype=o.dtype)
         if word == "rrf":
             return RRF()
         if word in ("combsum", "combmnz"):
@@ -209,11 +222,13 @@ class _Parser:
             )
         prefix, sep, model = word.partition(":")
         if sep and model:
-            if prefix == "dense":
+            if prefix in ("dense", "rocchio"):
                 if "?" in model:
                     raise self.error(
-                        f"{word!r}: a dense stage takes no options (they are for rerankers)"
+                        f"{word!r}: a {prefix} stage takes no options (they are for rerankers)"
                     )
+                if prefix == "rocchio":
+                    return Rocchio(model, device=o.device, dtype=o.dtype)
                 return Dense(model, device=o.device, dtype=o.dtype)
             if prefix == "chunked":
                 return ChunkedRerank(
@@ -224,7 +239,8 @@ class _Parser:
             if prefix in KIND_ALIASES or prefix in available_kinds():
                 return Rerank(o.load(word), depth=o.depth, batch_queries=o.batch_queries, name=word)
             raise self.error(
-                f"unknown stage kind {prefix!r} in {word!r}; valid: dense:MODEL, chunked:MODEL, "
+                f"unknown stage kind {prefix!r} in {word!r}; valid: dense:MODEL, rocchio:MODEL, "
+                "chunked:MODEL, "
                 f"rerank:MODEL, llm:MODEL, " + ", ".join(f"{k}:MODEL" for k in available_kinds())
             )
         raise self.error(f"unknown name {word!r}; valid names: {valid_words()}")
