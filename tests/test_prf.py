@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections import Counter
 
@@ -180,3 +181,75 @@ def test_feedback_document_outside_the_corpus_is_named(toy_stats):
 
     with pytest.raises(InputError, match="feedback document 'nope'"):
         rm3_query(toy_stats, toy_stats.query_terms("apple"), [("nope", 1.0)])
+
+
+def _judged_sample(n_queries=12):
+    from winnow.testing import sample_corpus
+
+    texts = sample_corpus(150, seed=5)
+    corpus = {f"d{i}": Document(f"d{i}", t) for i, t in enumerate(texts)}
+    queries = {f"q{i}": " ".join(texts[i * 11].split()[1:5]) for i in range(n_queries)}
+    qrels = {f"q{i}": {f"d{i * 11}": 1, f"d{i * 11 + 1}": 1} for i in range(n_queries)}
+    return Dataset("sample", corpus, queries, qrels)
+
+
+def test_tune_scores_each_fold_with_parameters_chosen_on_the_others():
+    from winnow.evaluation.metrics import Evaluator
+    from winnow.evaluation.tune import folds_of, parse_grid, tune
+
+    ds = _judged_sample()
+    grid = parse_grid("bm25", "k1=0.3,1.2,3.0;b=0.1,0.9")
+    result = tune(ds, "bm25", grid, metric="nDCG@10", folds=3, seed=1)
+    evaluator = Evaluator(ds.qrels, ["nDCG@10"])
+    per = {}
+    for k1 in grid["k1"]:
+        for b in grid["b"]:
+            run = BM25(k1=k1, b=b).transform(ds.queries, None, Context(ds))
+            per[(k1, b)] = evaluator.per_query(run)["nDCG@10"]
+    folds = folds_of(list(ds.queries), 3, seed=1)
+    assert sorted(q for f in folds for q in f) == sorted(ds.queries)
+    cv = {}
+    for fold, test in zip(result.folds, folds):
+        train = [q for q in ds.queries if q not in test]
+        best = max(sum(per[p][q] for q in train) for p in per)
+        chosen = (fold["params"]["k1"], fold["params"]["b"])
+        assert sum(per[chosen][q] for q in train) == pytest.approx(best)
+        assert fold["test"] == pytest.approx(sum(per[chosen][q] for q in test) / len(test))
+        cv.update({q: per[chosen][q] for q in test})
+    assert result.cross_validated == pytest.approx(sum(cv.values()) / len(cv))
+    untuned = BM25().transform(ds.queries, None, Context(ds))
+    assert result.untuned == pytest.approx(evaluator.aggregate(untuned)["nDCG@10"])
+
+
+def test_tune_command_saves_a_system_eval_can_use(tmp_path, monkeypatch, capsys):
+    from winnow.cli import main
+
+    ds = _judged_sample()
+    folder = tmp_path / "sample"
+    (folder / "qrels").mkdir(parents=True)
+    with open(folder / "corpus.jsonl", "w") as f:
+        for d in ds.corpus.values():
+            f.write(json.dumps({"_id": d.doc_id, "text": d.text}) + "\n")
+    with open(folder / "queries.jsonl", "w") as f:
+        for q, t in ds.queries.items():
+            f.write(json.dumps({"_id": q, "text": t}) + "\n")
+    with open(folder / "qrels" / "test.tsv", "w") as f:
+        f.write("query-id\tcorpus-id\tscore\n")
+        for q, docs in ds.qrels.items():
+            f.writelines(f"{q}\t{d}\t{r}\n" for d, r in docs.items())
+    saved = tmp_path / "tuned.json"
+    argv = ["tune", "--dataset", str(folder), "--no-cache", "--system", "bm25+rm3", "--folds", "3"]
+    argv += ["--grid", "fb_terms=2,20;original_query_weight=0.3,1.0", "--save", str(saved)]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "fold 3 (4 queries)" in out and "cross-validated" in out
+    data = json.loads(saved.read_text())
+    stage = parse_system(f"tuned:{saved}")
+    expansion = stage.stages[-1]
+    assert expansion.options.fb_terms == data["best"]["fb_terms"]
+    assert expansion.options.original_query_weight == data["best"]["original_query_weight"]
+    assert main([*argv[:-4], "--grid", "fb_term=2"]) == 2
+    assert "bm25+rm3 has no parameter 'fb_term'; its parameters: k1, b," in capsys.readouterr().err
+    saved.write_text(json.dumps({"format": "other"}))
+    with pytest.raises(ConfigError, match="not a file written by winnow tune"):
+        parse_system(f"tuned:{saved}")

@@ -12,7 +12,7 @@ A WORD is a primitive (``bm25``, ``dense``, ``rrf``, ``combsum``, ``combmnz``, `
 ``chunked``, the feedback stages ``rm3``, ``bo1``, ``rocchio``), a model stage (``dense:MODEL``,
 ``rocchio:MODEL``, ``chunked:MODEL``, ``rerank:MODEL``, ``KIND:MODEL``
 such as ``cross-encoder:MODEL`` (also ``rerank:KIND:MODEL``), ``llm:MODEL``), or a named system
-from :data:`SYSTEMS`. A MODEL may carry the kind's options as a model spec does
+from :data:`SYSTEMS`, or ``tuned:FILE`` (a system ``winnow tune --save`` wrote). A MODEL may carry the kind's options as a model spec does
 (``llm:BAAI/bge-reranker-v2-gemma?template=bge-gemma&max_query_length=64``, see
 :mod:`winnow.rerankers.registry`). Quotes (``'...'`` or ``"..."``) inside a word keep spaces and
 ``| % ( ) >`` as part of it: ``'llm:/models/my model?instruction=Is it about wings?'``.
@@ -222,6 +222,10 @@ class _Parser:
             )
         prefix, sep, model = word.partition(":")
         if sep and model:
+            if prefix == "tuned":
+                from winnow.evaluation.tune import load_tuned
+
+                return load_tuned(model)
             if prefix in ("dense", "rocchio"):
                 if "?" in model:
                     raise self.error(
@@ -240,6 +244,7 @@ class _Parser:
                 return Rerank(o.load(word), depth=o.depth, batch_queries=o.batch_queries, name=word)
             raise self.error(
                 f"unknown stage kind {prefix!r} in {word!r}; valid: dense:MODEL, rocchio:MODEL, "
+                "tuned:FILE, "
                 "chunked:MODEL, "
                 f"rerank:MODEL, llm:MODEL, " + ", ".join(f"{k}:MODEL" for k in available_kinds())
             )
