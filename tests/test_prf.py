@@ -253,3 +253,19 @@ def test_tune_command_saves_a_system_eval_can_use(tmp_path, monkeypatch, capsys)
     saved.write_text(json.dumps({"format": "other"}))
     with pytest.raises(ConfigError, match="not a file written by winnow tune"):
         parse_system(f"tuned:{saved}")
+
+
+def test_feedback_results_are_cached_by_content(tmp_path):
+    ds = Dataset("toy", TOY, {"q1": "apple", "q2": "grape"})
+    first = {"q1": {"d1": 2.0, "d2": 1.0}, "q2": {"d5": 1.0}}
+    ctx = Context(ds, cache_dir=tmp_path)
+    out = QueryExpansion("bo1").transform(ds.queries, first, ctx)
+    assert [t.cached for t in ctx.timings if t.stage == "bo1"] == [False]
+    again_ctx = Context(ds, cache_dir=tmp_path)
+    assert QueryExpansion("bo1").transform(ds.queries, first, again_ctx) == out
+    assert [(t.stage, t.cached) for t in again_ctx.timings] == [("bo1", True)]  # no index loaded
+    # other feedback, or other settings: computed again
+    changed = {"q1": {"d2": 2.0, "d1": 1.0}, "q2": {"d5": 1.0}}
+    QueryExpansion("bo1").transform(ds.queries, changed, again_ctx)
+    QueryExpansion("bo1", fb_terms=1).transform(ds.queries, first, again_ctx)
+    assert [t.cached for t in again_ctx.timings if t.stage == "bo1"] == [True, False, False]

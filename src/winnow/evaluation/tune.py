@@ -56,6 +56,12 @@ def _dense_prf(p: Mapping[str, Any]):
 
 
 def _hybrid(p: Mapping[str, Any]):
+    from winnow.pipeline import Dense, ScoreFusion
+
+    return (_rm3("bo1")(p) % 1000 | Dense() % 1000) >> ScoreFusion("combsum")
+
+
+def _hybrid_v1(p: Mapping[str, Any]):
     from winnow.pipeline import RRF, Dense
 
     return (_bm25(p) % 1000 | Dense() % 1000) >> RRF(k=int(p["rrf_k"]))
@@ -77,7 +83,8 @@ TUNABLE: dict[str, Tunable] = {
     ),
     "bm25+bo1": Tunable({**BM25_DEFAULTS, "fb_docs": 3, "fb_terms": 10}, _rm3("bo1")),
     "dense+prf": Tunable({"k": 5, "alpha": 0.4, "beta": 0.6}, _dense_prf),
-    "hybrid": Tunable({**BM25_DEFAULTS, "rrf_k": 60}, _hybrid),
+    "hybrid": Tunable({**BM25_DEFAULTS, "fb_docs": 3, "fb_terms": 10}, _hybrid),
+    "hybrid-v1": Tunable({**BM25_DEFAULTS, "rrf_k": 60}, _hybrid_v1),
 }
 
 

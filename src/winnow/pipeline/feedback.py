@@ -8,12 +8,16 @@ context's BM25 index or dense embeddings, so ``bm25 >> rm3`` next to ``bm25`` in
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from collections.abc import Mapping
+from dataclasses import asdict
 from typing import Any
 
+from winnow._fs import read_json_entry, write_json_atomic
 from winnow.errors import ConfigError
-from winnow.pipeline.base import Context, Stage, top_docs
+from winnow.pipeline.base import Context, Stage, StageTiming, top_docs
 from winnow.pipeline.retrieval import BM25, DEFAULT_DENSE_MODEL, Dense
 from winnow.types import Run
 
@@ -60,21 +64,68 @@ class QueryExpansion(Stage):
         key = ("prf-stats", *self.bm25._key(), str(ctx.cache_dir))
         if key not in ctx.memo:
             index = self.bm25.retriever(ctx)
-            with ctx.timed(self.label, "index") as record:
-                ctx.memo[key] = TermStatistics(index, ctx.dataset.corpus)
-            record.parts = {"term_statistics": record.seconds}
+            started = time.perf_counter()
+            ctx.memo[key] = TermStatistics(index, ctx.dataset.corpus)
+            ctx.memo[(*key, "seconds")] = time.perf_counter() - started
         return Expansion(ctx.memo[key], self.options)
+
+    def _identity(self, ctx: Context) -> list[Any]:
+        return [self.bm25._identity(self.bm25._built(ctx)), asdict(self.options)]
 
     def transform(self, queries: Mapping[str, str], run: Run | None, ctx: Context) -> Run:
         if run is None:
             raise ConfigError(
                 f"{self.label} expands queries from a first ranking: write bm25 >> {self.label}"
             )
-        expansion = self.expansion(ctx)
-        with ctx.timed(self.label, "retrieve", len(queries)) as record:
-            result = expansion.search(queries, run, top_k=self.top_k)
-        record.parts = dict(expansion.timings)
-        return result
+
+        def compute() -> Run:
+            with ctx.timed(self.label, "retrieve", len(queries)) as record:
+                expansion = self.expansion(ctx)
+                result = expansion.search(queries, run, top_k=self.top_k)
+            record.parts = dict(expansion.timings)
+            built = ctx.memo.pop(
+                ("prf-stats", *self.bm25._key(), str(ctx.cache_dir), "seconds"), None
+            )
+            if built is not None:
+                record.parts["term_statistics"] = built
+            return result
+
+        return _cached(self, queries, run, ctx, self.options.fb_docs, compute)
+
+
+def _cached(stage, queries: Mapping[str, str], run: Run, ctx: Context, depth: int, compute) -> Run:
+    """``compute()``, or its earlier result for the same inputs (context memo, then disk).
+
+    The key is a sha256 of the stage's settings, the corpus, the query texts and the feedback
+    (each query's top ``depth`` documents and scores), the only part of the incoming run used.
+    """
+    from winnow import __version__
+
+    feedback = {q: top_docs(run.get(q, {}), depth) for q in queries}
+    h = hashlib.sha256()
+    identity = [type(stage).__name__, __version__, stage._identity(ctx), stage.top_k]
+    h.update(json.dumps(identity, default=str).encode())
+    h.update(ctx.corpus_fingerprint().encode())
+    h.update(json.dumps([list(queries.items()), feedback]).encode())
+    digest = h.hexdigest()
+    key = ("feedback", digest)
+    path = ctx.cache_dir / "search" / f"{digest}.json" if ctx.cache_dir is not None else None
+    if key not in ctx.memo:
+        started = time.perf_counter()
+        result = read_json_entry(path)
+        if result is not None:
+            seconds = time.perf_counter() - started
+            ctx.timings.append(
+                StageTiming(stage.label, "retrieve", seconds, len(queries), cached=True)
+            )
+        else:
+            result = compute()
+            if path is not None:
+                write_json_atomic(path, result)
+        ctx.memo[key] = result
+    else:
+        ctx.timings.append(StageTiming(stage.label, "retrieve", 0.0, len(queries), cached=True))
+    return {qid: dict(ranking) for qid, ranking in ctx.memo[key].items()}
 
 
 class Rocchio(Stage):
@@ -116,34 +167,43 @@ class Rocchio(Stage):
             raise ConfigError(
                 f"{self.label} moves queries toward a first ranking: write dense >> {self.label}"
             )
-        index = self.dense.retriever(ctx)
-        row = ctx.memo.setdefault(
-            ("dense-rows", *self.dense._key(), str(ctx.cache_dir)),
-            {d: i for i, d in enumerate(index.doc_ids)},
-        )
-        qids = [q for q in queries if queries[q].strip()]
-        out: Run = {q: {} for q in queries}
-        with ctx.timed(self.label, "retrieve", len(queries)) as record:
-            t = time.perf_counter()
-            q_emb = index.encoder.encode_queries([queries[q] for q in qids], show_progress=False)
-            t2 = time.perf_counter()
-            moved = np.empty_like(q_emb, dtype=np.float32)
-            for i, qid in enumerate(qids):
-                feedback = [d for d, _ in top_docs(run.get(qid, {}), self.k)]
-                missing = [d for d in feedback if d not in row]
-                if missing:
-                    raise ConfigError(
-                        f"{self.label}: feedback document {missing[0]!r} of query {qid!r} "
-                        "is not in the corpus"
-                    )
-                vectors = index.embeddings[[row[d] for d in feedback]]
-                moved[i] = rocchio(q_emb[i], vectors, alpha=self.alpha, beta=self.beta)
-            t3 = time.perf_counter()
-            for qid, docs in zip(qids, index.top_k(moved, self.top_k)):
-                out[qid] = docs
-            record.parts = {
-                "encode": t2 - t,
-                "expand": t3 - t2,
-                "retrieve": time.perf_counter() - t3,
-            }
-        return out
+
+        def compute() -> Run:
+            index = self.dense.retriever(ctx)
+            row = ctx.memo.setdefault(
+                ("dense-rows", *self.dense._key(), str(ctx.cache_dir)),
+                {d: i for i, d in enumerate(index.doc_ids)},
+            )
+            qids = [q for q in queries if queries[q].strip()]
+            out: Run = {q: {} for q in queries}
+            with ctx.timed(self.label, "retrieve", len(queries)) as record:
+                t = time.perf_counter()
+                q_emb = index.encoder.encode_queries(
+                    [queries[q] for q in qids], show_progress=False
+                )
+                t2 = time.perf_counter()
+                moved = np.empty_like(q_emb, dtype=np.float32)
+                for i, qid in enumerate(qids):
+                    feedback = [d for d, _ in top_docs(run.get(qid, {}), self.k)]
+                    missing = [d for d in feedback if d not in row]
+                    if missing:
+                        raise ConfigError(
+                            f"{self.label}: feedback document {missing[0]!r} of query {qid!r} "
+                            "is not in the corpus"
+                        )
+                    vectors = index.embeddings[[row[d] for d in feedback]]
+                    moved[i] = rocchio(q_emb[i], vectors, alpha=self.alpha, beta=self.beta)
+                t3 = time.perf_counter()
+                for qid, docs in zip(qids, index.top_k(moved, self.top_k)):
+                    out[qid] = docs
+                record.parts = {
+                    "encode": t2 - t,
+                    "expand": t3 - t2,
+                    "retrieve": time.perf_counter() - t3,
+                }
+            return out
+
+        return _cached(self, queries, run, ctx, self.k, compute)
+
+    def _identity(self, ctx: Context) -> list[Any]:
+        return [self.dense._identity(self.dense._built(ctx)), self.k, self.alpha, self.beta]
