@@ -204,7 +204,8 @@ def test_chunked_rerank_aggregates_windows(dataset, tiny_bert):
 def test_spec_language_parses_names_operators_and_models(tiny_bert, tiny_bi_encoder):
     options = SpecOptions(reranker=f"bi-encoder:{tiny_bi_encoder}", depth=7, device="cpu")
     hybrid = parse_system("hybrid", options)
-    assert hybrid.label == "(bm25 % 1000 | dense % 1000) >> rrf"
+    assert hybrid.label == "(bm25 >> bo1 % 1000 | dense % 1000) >> combsum"
+    assert parse_system("hybrid-v1", options).label == "(bm25 % 1000 | dense % 1000) >> rrf"
     stage = parse_system(f"bm25 % 100 >> cross-encoder:{tiny_bert} % 10", options)
     assert isinstance(stage, Pipeline)
     rerank = stage.stages[2]

@@ -14,6 +14,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "winnow.server.commands",
     "winnow.evaluation.commands",
     "winnow.training.mine_commands",
+    "winnow.evaluation.tune",
 )
 
 

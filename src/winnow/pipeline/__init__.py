@@ -18,6 +18,7 @@ from winnow.pipeline.base import (
     run_stage,
     top_docs,
 )
+from winnow.pipeline.feedback import QueryExpansion, Rocchio
 from winnow.pipeline.fusion import RRF, ScoreFusion
 from winnow.pipeline.rerank import ChunkedRerank, Rerank
 from winnow.pipeline.retrieval import BM25, Dense, Retriever
@@ -34,8 +35,10 @@ __all__ = [
     "FusionStage",
     "Parallel",
     "Pipeline",
+    "QueryExpansion",
     "Rerank",
     "Retriever",
+    "Rocchio",
     "ScoreFusion",
     "SpecOptions",
     "Stage",

@@ -9,9 +9,10 @@ than ``|``)::
     atom  := WORD | "(" expr ")"
 
 A WORD is a primitive (``bm25``, ``dense``, ``rrf``, ``combsum``, ``combmnz``, ``rerank``,
-``chunked``), a model stage (``dense:MODEL``, ``chunked:MODEL``, ``rerank:MODEL``, ``KIND:MODEL``
+``chunked``, the feedback stages ``rm3``, ``bo1``, ``rocchio``), a model stage (``dense:MODEL``,
+``rocchio:MODEL``, ``chunked:MODEL``, ``rerank:MODEL``, ``KIND:MODEL``
 such as ``cross-encoder:MODEL`` (also ``rerank:KIND:MODEL``), ``llm:MODEL``), or a named system
-from :data:`SYSTEMS`. A MODEL may carry the kind's options as a model spec does
+from :data:`SYSTEMS`, or ``tuned:FILE`` (a system ``winnow tune --save`` wrote). A MODEL may carry the kind's options as a model spec does
 (``llm:BAAI/bge-reranker-v2-gemma?template=bge-gemma&max_query_length=64``, see
 :mod:`winnow.rerankers.registry`). Quotes (``'...'`` or ``"..."``) inside a word keep spaces and
 ``| % ( ) >`` as part of it: ``'llm:/models/my model?instruction=Is it about wings?'``.
@@ -32,19 +33,28 @@ from dataclasses import dataclass, replace
 
 from winnow.errors import ConfigError
 from winnow.pipeline.base import Parallel, Pipeline, Stage
+from winnow.pipeline.feedback import QueryExpansion, Rocchio
 from winnow.pipeline.fusion import RRF, ScoreFusion
 from winnow.pipeline.rerank import ChunkedRerank, Rerank, RescoreStage
 from winnow.pipeline.retrieval import BM25, DEFAULT_DENSE_MODEL, Dense
 
 #: The named systems, in one place. ``rerank`` / ``chunked`` use the default reranker.
+#: ``hybrid`` was ``hybrid-v1`` (RRF of bm25 and dense) until the pseudo-relevance feedback stages
+#: came; CombSUM of Bo1-expanded BM25 and dense beat it on Cranfield, CISI and ADI (docs/retrieval.md).
 SYSTEMS: dict[str, str] = {
-    "hybrid": "(bm25 % 1000 | dense % 1000) >> rrf",
+    "hybrid": "(bm25+bo1 % 1000 | dense % 1000) >> combsum",
+    "hybrid-v1": "(bm25 % 1000 | dense % 1000) >> rrf",
     "hybrid-combsum": "(bm25 % 1000 | dense % 1000) >> combsum",
     "bm25+rerank": "bm25 >> rerank",
     "dense+rerank": "dense >> rerank",
     "hybrid+rerank": "hybrid >> rerank",
+    "hybrid-v1+rerank": "hybrid-v1 >> rerank",
     "bm25+chunked": "bm25 >> chunked",
     "hybrid+chunked": "hybrid >> chunked",
+    "hybrid-v1+chunked": "hybrid-v1 >> chunked",
+    "bm25+rm3": "bm25 >> rm3",
+    "bm25+bo1": "bm25 >> bo1",
+    "dense+prf": "dense >> rocchio",
 }
 
 #: Words that build a stage directly (the descriptions appear in error messages and --help).
@@ -57,6 +67,10 @@ PRIMITIVES: dict[str, str] = {
     "rerank": "rerank the top --depth with the default reranker (rerank:MODEL for another, "
     "rerank@N for the top N)",
     "chunked": "document-then-chunk rerank with the default reranker (chunked:MODEL, chunked@N)",
+    "rm3": "RM3 query expansion from the top 10 of the run, re-querying BM25 (10 terms, weight 0.5)",
+    "bo1": "Bo1 query expansion from the top 3 of the run, re-querying BM25 (10 terms)",
+    "rocchio": "Rocchio feedback on embeddings: query moved toward its top 5 (alpha 0.4, beta 0.6), "
+    "dense search again (rocchio:MODEL for another model)",
 }
 
 _TOKEN = re.compile(r"""\s*(?:(>>)|([|%()])|((?:[^\s|%()>'"]|'[^']*'|"[^"]*")+))""")
@@ -206,6 +220,10 @@ class _Parser:
             return BM25()
         if word == "dense":
             return Dense(o.dense_model, device=o.device, dtype=o.dtype)
+        if word in ("rm3", "bo1"):
+            return QueryExpansion(word)
+        if word == "rocchio":
+            return Rocchio(o.dense_model, device=o.device, dtype=o.dtype)
         if word == "rrf":
             return RRF()
         if word in ("combsum", "combmnz"):
@@ -220,11 +238,17 @@ class _Parser:
             )
         prefix, sep, model = word.partition(":")
         if sep and model:
-            if prefix == "dense":
+            if prefix == "tuned":
+                from winnow.evaluation.tune import load_tuned
+
+                return load_tuned(model)
+            if prefix in ("dense", "rocchio"):
                 if "?" in model:
                     raise self.error(
-                        f"{word!r}: a dense stage takes no options (they are for rerankers)"
+                        f"{word!r}: a {prefix} stage takes no options (they are for rerankers)"
                     )
+                if prefix == "rocchio":
+                    return Rocchio(model, device=o.device, dtype=o.dtype)
                 return Dense(model, device=o.device, dtype=o.dtype)
             if prefix == "chunked":
                 return ChunkedRerank(
@@ -235,7 +259,9 @@ class _Parser:
             if prefix in KIND_ALIASES or prefix in available_kinds():
                 return Rerank(o.load(word), depth=o.depth, batch_queries=o.batch_queries, name=word)
             raise self.error(
-                f"unknown stage kind {prefix!r} in {word!r}; valid: dense:MODEL, chunked:MODEL, "
+                f"unknown stage kind {prefix!r} in {word!r}; valid: dense:MODEL, rocchio:MODEL, "
+                "tuned:FILE, "
+                "chunked:MODEL, "
                 f"rerank:MODEL, llm:MODEL, " + ", ".join(f"{k}:MODEL" for k in available_kinds())
             )
         raise self.error(f"unknown name {word!r}; valid names: {valid_words()}")
