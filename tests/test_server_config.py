@@ -119,6 +119,10 @@ def _sample(s):
             ModelSpec.parse("a=llm-pointwise:/m/a?max_query_length=8&instruction=x%2Cy%26z"),
             ModelSpec.parse("llm:qwen3:0.6b?backend=ollama"),
         )
+    if s.name == "ready_when":  # one of READY_POLICIES
+        return "any"
+    if s.name == "fallbacks":  # a fallback names a served model
+        return (ModelSpec.parse_fallback("a=cross-encoder:/m/small?max_length=128"),)
     if s.repeatable:
         return ("https://a.example", "https://b.example")
     if s.item_type is bool:

@@ -422,10 +422,20 @@ class Batcher:
 
 
 def _is_oom(exc: BaseException) -> bool:
-    """An out-of-memory error (not worth retrying: the fallback, if any, is tried instead)."""
+    """An out-of-memory error (not worth retrying: the fallback, if any, is tried instead).
+
+    The load path wraps what went wrong (``ModelLoadError`` naming the model, a failed deep
+    warm-up), so the causes it was raised from are looked at too.
+    """
     try:
         from winnow.rerankers.devices import is_oom
-
-        return is_oom(exc)
     except ImportError:  # no torch: no device memory to run out of
         return False
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen and len(seen) < 16:
+        if is_oom(current):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
