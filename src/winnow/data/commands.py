@@ -47,13 +47,49 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     check = cmds.add_parser("check", help="load a dataset, validating every line, and summarise it")
     check.add_argument("dataset", help="folder, name in --data-dir, or cached/public name")
-    check.add_argument("--split", default="test", help="qrels split (default: test)")
+    check.add_argument(
+        "--split",
+        default="test",
+        help="qrels split, or a split spec such as train@0.6:seed0 (default: test)",
+    )
     check.add_argument(
         "--download", action="store_true", help="download a public dataset if needed"
     )
     check.add_argument("--json", action="store_true", help="print JSON")
     _add_locations(check)
     check.set_defaults(func=run_check)
+
+    split = cmds.add_parser(
+        "split",
+        help="split a dataset's judged queries into train/dev/test by seeded query-id hash",
+        description="Split the queries judged in --source into train / (dev) / test parts by a "
+        "seeded hash of the query id, and print the split specs (train@0.6:seed0 ...) that "
+        "--split of 'winnow eval', 'winnow mine' and 'winnow train' accept, with their counts. "
+        "Nothing is written into the dataset folder: the corpus and qrels stay as they are.",
+    )
+    split.add_argument("dataset", help="folder, name in --data-dir, or cached/public name")
+    split.add_argument(
+        "--train", required=True, help="fraction of judged queries for train (0 < F < 1)"
+    )
+    split.add_argument("--dev", default=None, help="fraction for dev (default: no dev part)")
+    split.add_argument("--seed", type=int, default=0, help="seed of the hash order (default: 0)")
+    split.add_argument(
+        "--source",
+        default="test",
+        help="qrels split whose judged queries are split (default: test)",
+    )
+    split.add_argument(
+        "--output",
+        default=None,
+        metavar="DIR",
+        help="also write DIR/<part>.txt (one query id a line) and DIR/split.json",
+    )
+    split.add_argument(
+        "--download", action="store_true", help="download a public dataset if needed"
+    )
+    split.add_argument("--json", action="store_true", help="print JSON")
+    _add_locations(split)
+    split.set_defaults(func=run_split)
 
 
 def _data_dir(args: argparse.Namespace) -> str | None:
@@ -125,4 +161,65 @@ def run_check(args: argparse.Namespace) -> int:
     else:
         for key, value in summary.items():
             print(f"{key:<16} {value}")
+    return 0
+
+
+def run_split(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from winnow._fs import atomic_open, write_json_atomic
+    from winnow.data.loading import load_dataset
+    from winnow.data.splits import QuerySplit
+    from winnow.errors import ConfigError
+
+    if args.seed < 0:
+        raise ConfigError(f"--seed must be >= 0, got {args.seed}")
+    try:
+        base = QuerySplit("train", args.train, args.dev, args.seed, args.source)
+    except ConfigError as exc:
+        raise ConfigError(f"--train/--dev/--source: {exc}") from None
+    output = Path(args.output).expanduser() if args.output else None
+    if output is not None:  # refused before the dataset is read, not after
+        if output.exists() and not output.is_dir():
+            raise ConfigError(f"--output {args.output!r} is a file; give a folder")
+        try:
+            output.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(
+                f"--output {args.output!r} cannot be created: {exc.strerror or exc}"
+            ) from exc
+        if not os.access(output, os.W_OK):
+            raise ConfigError(f"--output {args.output!r} is not writable")
+    ds = load_dataset(
+        args.dataset,
+        split=args.source,
+        data_dir=_data_dir(args),
+        cache_dir=args.cache_dir,
+        download=args.download,
+    )
+    judged = [qid for qid, docs in ds.qrels.items() if docs]
+    assigned = base.assign(judged)
+    summary = {
+        "dataset": ds.name,
+        "source": args.source,
+        "judged_queries": len(judged),
+        "seed": args.seed,
+        "parts": {
+            part: {"spec": base.with_part(part).spec, "queries": len(ids)}
+            for part, ids in assigned.items()
+        },
+    }
+    if output is not None:
+        for part, ids in assigned.items():
+            with atomic_open(output / f"{part}.txt") as f:
+                f.writelines(f"{qid}\n" for qid in ids)
+        write_json_atomic(output / "split.json", {**summary, "ids": assigned})
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    print(f"{ds.name}: {len(judged)} queries judged in {args.source}, seed {args.seed}")
+    for part, info in summary["parts"].items():
+        print(f"  {part:<6} {info['queries']:>6}  --split {info['spec']}")
+    if output is not None:
+        print(f"wrote {output}: {', '.join(f'{p}.txt' for p in assigned)}, split.json")
     return 0

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from winnow.data.beir import load_beir
 from winnow.data.download import KNOWN_BEIR, MARKER, default_cache_dir, fetch_beir
+from winnow.data.splits import QuerySplit, is_split_spec
 from winnow.errors import DatasetError
 from winnow.types import Dataset
 
@@ -40,13 +41,33 @@ def load_dataset(
     4. a public BEIR dataset (``KNOWN_BEIR``, or any name with ``url=``) downloaded into
        ``cache_dir`` when ``download`` is true, verified against its checksums and ``sha256``.
 
+    ``split`` names a qrels file (``test``, ``dev``, ``train``) or is a split spec such as
+    ``train@0.6`` / ``test@0.6:seed0`` (see :mod:`winnow.data.splits`): the source qrels file is
+    read and the dataset restricted to that part of its judged queries; no file is written.
+
     ``unknown_ids="drop"`` skips (with a warning) judgments naming unknown queries or documents
     instead of raising; see :func:`~winnow.data.beir.load_beir`.
 
     Raises:
         DatasetError: the dataset is malformed, or not found anywhere (the message lists where it
             looked and the names that can be downloaded).
+        ConfigError: ``split`` is a malformed split spec.
     """
+    if is_split_spec(split):
+        query_split = QuerySplit.parse(split)
+        full = load_dataset(
+            name_or_path,
+            query_split.source,
+            data_dir,
+            cache_dir,
+            download,
+            sha256=sha256,
+            url=url,
+            timeout=timeout,
+            show_progress=show_progress,
+            unknown_ids=unknown_ids,
+        )
+        return query_split.select(full)
     text = os.fspath(name_or_path)
     if not text:
         raise DatasetError("dataset name is empty")

@@ -36,7 +36,12 @@ def _common(p: argparse.ArgumentParser, data_dir: str | None) -> None:
         help="folder holding collections by name (default: $WINNOW_DATA"
         + (f" = {data_dir})" if data_dir else ", unset)"),
     )
-    p.add_argument("--split", default="test", help="qrels split (default: test)")
+    p.add_argument(
+        "--split",
+        default="test",
+        help="qrels split, or a split spec such as test@0.6:seed0 (the test part of a seeded "
+        "60/40 split of the judged queries; see 'winnow data split') (default: test)",
+    )
     p.add_argument(
         "--cache-dir",
         default=DEFAULT_CACHE,
