@@ -85,7 +85,8 @@ class RerankerGuidedGISTLoss(CachedLossMixin, nn.Module):
         mini_batch_size: embed in mini-batches with gradient caching (``CachedGISTEmbedLoss``); None
             embeds the whole batch with gradients at once.
         cache: a :class:`GuideScoreCache` for guide scores (kept across steps and epochs); by
-            default an in-memory one of 2 M entries.
+            default an in-memory one of 2 M entries. A cache without a ``namespace`` takes the
+            guide's identity (model, kind, max length, activation), so guides never share scores.
 
     Per-batch counts are in ``last_stats`` and summed in ``total_stats``
     (:class:`~winnow.training.guidance.GuideStats`) and logged at INFO.
@@ -157,7 +158,11 @@ class RerankerGuidedGISTLoss(CachedLossMixin, nn.Module):
         namespace = repr((getattr(config, "model", None), getattr(config, "kind", None)))
         if config is not None:
             namespace = repr((config.model, config.kind, config.max_length, config.activation))
-        self.cache = cache if cache is not None else GuideScoreCache(namespace=namespace)
+        if cache is None:
+            cache = GuideScoreCache(namespace=namespace)
+        elif not cache.namespace:  # an unnamed cache takes the guide's identity
+            cache.namespace = namespace
+        self.cache = cache
         self.last_stats: GuideStats | None = None
         self.total_stats = GuideStats(batches=0)
         self._warned_decode = False
