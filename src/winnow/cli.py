@@ -13,6 +13,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "winnow.data.commands",
     "winnow.server.commands",
     "winnow.evaluation.commands",
+    "winnow.training.mine_commands",
     "winnow.training.train_commands",
 )
 

@@ -1,15 +1,20 @@
-"""Training-data tools: a reranker-guided in-batch loss and fine-tuning of bi- and cross-encoders.
+"""Training-data tools: hard-negative mining judged by a reranker (``winnow mine``), a
+reranker-guided in-batch loss and fine-tuning of bi- and cross-encoders (``winnow train``).
 
-Lazy like ``winnow`` itself: nothing here imports torch until a name is first used.
+Light to import: the mining and training code (and torch) load on first attribute access.
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 # public name -> module that defines it (imported on first attribute access)
 _LAZY = {
+    "mine_hard_negatives": "winnow.training.mining",
+    "MiningConfig": "winnow.training.mining",
+    "MiningResult": "winnow.training.mining",
+    "MiningSummary": "winnow.training.mining",
     "RerankerGuidedGISTLoss": "winnow.training.gist",
     "GuidedDataCollator": "winnow.training.gist",
     "GuideScoreCache": "winnow.training.guidance",
@@ -21,6 +26,14 @@ _LAZY = {
 }
 
 __all__ = sorted(_LAZY)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from winnow.training.mining import (  # noqa: F401
+        MiningConfig,
+        MiningResult,
+        MiningSummary,
+        mine_hard_negatives,
+    )
 
 
 def __getattr__(name: str) -> Any:
