@@ -221,10 +221,10 @@ class RerankerGuidedGISTLoss(CachedLossMixin, nn.Module):
         blocks += [(0, m) for m in range(2, len(embeddings))]
         return blocks
 
-    def mask(self, embeddings: list[Tensor], texts: list[list[str]]) -> Tensor:
-        """The (B, C) false-negative mask of a batch (C: the candidates of every block, in order).
+    def plan(self, embeddings: list[Tensor], texts: list[list[str]]):
+        """The triage of a batch before any guide call: ``(plan, query_ids, candidate_ids, texts)``.
 
-        Public so that benchmarks and tests can see the decisions; ``forward`` uses it.
+        ``plan.stats.guide_pairs`` is what the guide will be asked (benchmarks count with this).
         """
         with torch.no_grad():
             normed = [F.normalize(e.detach().float(), dim=-1) for e in embeddings]
@@ -235,6 +235,16 @@ class RerankerGuidedGISTLoss(CachedLossMixin, nn.Module):
             candidate_ids = torch.cat([ids[c] for _, c in blocks])
             query_ids = torch.cat([ids[q][:, None].expand(b, b) for q, _ in blocks], dim=1)
             plan = plan_batch(sims, query_ids, candidate_ids, ids[0], ids[1], self.guidance)
+        return plan, query_ids, candidate_ids, flat
+
+    def mask(self, embeddings: list[Tensor], texts: list[list[str]]) -> Tensor:
+        """The (B, C) false-negative mask of a batch (C: the candidates of every block, in order:
+        anchor-positive, [anchor-anchor], [positive-positive], anchor-negative per negative column).
+
+        Public so that benchmarks and tests can see the decisions; ``forward`` uses it.
+        """
+        plan, query_ids, candidate_ids, flat = self.plan(embeddings, texts)
+        with torch.no_grad():
             mask = guide_mask(
                 plan,
                 query_ids,

@@ -84,6 +84,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     bi.add_argument(
         "--guide-cache", default=None, help="SQLite file keeping guide scores across runs"
     )
+    bi.add_argument(
+        "--guide-max-length", type=int, default=None, help="longest guide input in tokens"
+    )
+    bi.add_argument(
+        "--no-contrast-anchors",
+        action="store_true",
+        help="guided/gist: leave out the anchor-anchor block",
+    )
+    bi.add_argument(
+        "--no-contrast-positives",
+        action="store_true",
+        help="guided/gist: leave out the positive-positive block",
+    )
     bi.set_defaults(func=run_bi_encoder)
     ce = kinds.add_parser(
         "cross-encoder",
@@ -139,6 +152,9 @@ def run_bi_encoder(args: argparse.Namespace) -> int:
     from winnow.training.trainer import train_bi_encoder
 
     guide_options = {}
+    if args.loss in ("guided", "gist"):
+        guide_options["contrast_anchors"] = not args.no_contrast_anchors
+        guide_options["contrast_positives"] = not args.no_contrast_positives
     if args.guide_cache and args.loss == "guided":
         from winnow.training.guidance import GuideScoreCache
 
@@ -151,6 +167,7 @@ def run_bi_encoder(args: argparse.Namespace) -> int:
         guide=args.guide,
         preset=args.preset,
         guide_options=guide_options,
+        guide_max_length=args.guide_max_length,
         mini_batch_size=args.mini_batch_size,
         **_shared(args),
     )

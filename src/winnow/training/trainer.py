@@ -158,6 +158,7 @@ def train_bi_encoder(
     guide: Any = None,
     preset: str = "balanced",
     guide_options: dict[str, Any] | None = None,
+    guide_max_length: int | None = None,
     epochs: int = 1,
     batch_size: int = 32,
     mini_batch_size: int | None = None,
@@ -183,7 +184,9 @@ def train_bi_encoder(
             winnow reranker or ``[KIND:]MODEL`` spec, ``preset`` and ``guide_options``), ``gist``
             (sentence-transformers' ``GISTEmbedLoss``, ``guide`` a bi-encoder) or ``mnrl``
             (``MultipleNegativesRankingLoss``). ``mini_batch_size`` switches each to its
-            gradient-caching variant.
+            gradient-caching variant. ``guide_max_length`` caps the guide's input (tokens) when
+            ``guide`` is a spec; ``guide_options`` are :class:`RerankerGuidedGISTLoss` keywords
+            (``contrast_positives``, ``margin``, ``cache``, ...).
         dev: a split spec of ``dataset`` (nDCG@10 of dense retrieval over its corpus) or a mined
             file (its loss), evaluated after each epoch; the best epoch's weights are kept.
         progress: progress bars (default: when stderr is a terminal).
@@ -200,10 +203,18 @@ def train_bi_encoder(
     _check_common(epochs, batch_size, learning_rate, seed, max_steps, max_length)
     if mini_batch_size is not None:
         _positive_int("mini_batch_size", mini_batch_size)
+    if guide_max_length is not None:
+        _positive_int("guide_max_length", guide_max_length, 8)
     from winnow.training.mined import read_mined
 
     mined = read_mined(data)
     columns = mined.tuples()
+    if loss == "guided" and isinstance(guide, str):
+        from winnow.rerankers.loading import load_reranker
+        from winnow.rerankers.registry import parse_model_spec
+
+        kind, name = parse_model_spec(guide)
+        guide = load_reranker(name, kind, max_length=guide_max_length)
     path = _base_path(model, "bi-encoder")
     with _staging(output, overwrite) as tmp:
         from datasets import Dataset
@@ -272,11 +283,23 @@ def _bi_encoder_loss(loss, student, guide, preset, guide_options, mini_batch_siz
             raise ConfigError(f"loss 'gist' needs a bi-encoder guide, got {kind}:{name}")
         guide_path = _base_path(name, "bi-encoder")
         st_guide = _load(lambda: SentenceTransformer(guide_path), name, "bi-encoder guide")
+        shared = (
+            "contrast_anchors",
+            "contrast_positives",
+            "margin",
+            "margin_strategy",
+            "temperature",
+        )
+        unknown = sorted(set(guide_options) - set(shared))
+        if unknown:
+            raise ConfigError(
+                f"loss 'gist' does not take {', '.join(unknown)}; it takes {', '.join(shared)}"
+            )
         if mini_batch_size:
             return losses.CachedGISTEmbedLoss(
-                student, st_guide, mini_batch_size=mini_batch_size
+                student, st_guide, mini_batch_size=mini_batch_size, **guide_options
             ), None
-        return losses.GISTEmbedLoss(student, st_guide), None
+        return losses.GISTEmbedLoss(student, st_guide, **guide_options), None
     from winnow.training.gist import GuidedDataCollator, RerankerGuidedGISTLoss
 
     loss_fn = RerankerGuidedGISTLoss(
@@ -518,6 +541,7 @@ def _settings(scope: dict[str, Any]) -> dict[str, Any]:
         "preset",
         "guide",
         "guide_options",
+        "guide_max_length",
         "epochs",
         "batch_size",
         "mini_batch_size",
@@ -535,6 +559,11 @@ def _settings(scope: dict[str, Any]) -> dict[str, Any]:
             value = scope[name]
             if name == "guide" and not isinstance(value, (str, type(None))):
                 value = getattr(getattr(value, "config", None), "model", repr(value))
+            if name == "guide_options" and value:
+                value = {
+                    k: v if isinstance(v, (int, float, str, bool)) else repr(v)
+                    for k, v in value.items()
+                }
             out[name] = str(value) if isinstance(value, os.PathLike) else value
     return out
 
