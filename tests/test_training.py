@@ -351,3 +351,25 @@ def test_dev_split_is_evaluated_each_epoch_and_the_best_kept(tiny_bi_encoder, ti
     )
     with pytest.raises(ConfigError, match="give the collection with --dataset"):
         train_bi_encoder(data, tiny_bi_encoder, tmp_path / "x", loss="mnrl", dev="dev@0.5/0.2")
+
+
+def test_dev_file_loss_and_guide_options_from_the_cli(tiny_bi_encoder, tiny_bert, mined, tmp_path):
+    from winnow.cli import main
+
+    out = tmp_path / "guided"
+    args = ["train", "bi-encoder", "--data", mined, "--model", tiny_bi_encoder]
+    args += ["--guide", f"cross-encoder:{tiny_bert}", "--guide-max-length", "32"]
+    args += ["--no-contrast-positives", "--preset", "aggressive", "--dev", mined]
+    args += ["--epochs", "2", "--batch-size", "6", "--output", str(out), "--no-progress"]
+    assert main(args) == 0
+    record = json.loads((out / "training.json").read_text())
+    assert record["settings"]["guide_options"]["contrast_positives"] is False
+    assert (
+        record["settings"]["guide_max_length"] == 32
+        and record["settings"]["preset"] == "aggressive"
+    )
+    losses = [e["eval_loss"] for e in record["dev"]]
+    assert len(losses) == 2 and record["best_metric"] == min(losses)
+    # 2 epochs of 2 training batches, plus 2 evaluations of 2 batches
+    assert record["guide"]["batches"] == 8
+    assert record["guide"]["all_pairs"] == 8 * 6 * 6 * 3  # ap, aa, an blocks of 6 x 6
