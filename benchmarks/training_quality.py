@@ -7,8 +7,10 @@ On one collection split 60/40 by query (``train@0.6`` / ``test@0.6``), all on CP
    query are kept (first in file order) so that the unfiltered loss fits in the time budget;
 2. the guide: ``winnow train cross-encoder`` (BCE, 1 epoch) from all-MiniLM-L6-v2 on those triplets
    (no real cross-encoder is available offline);
-3. fine-tune all-MiniLM-L6-v2 (1 epoch, max_seq_length 128) with MNRL, with the reranker-guided
-   GIST loss unfiltered (every in-batch pair to the guide) and with the balanced preset;
+3. fine-tune all-MiniLM-L6-v2 (1 epoch, batch 32, max_seq_length 128) with MNRL, with the
+   reranker-guided GIST loss unfiltered (every in-batch pair to the guide) and with the balanced
+   preset (anchor-positive, anchor-anchor and anchor-negative blocks; the guide in bfloat16 at 128
+   tokens, to keep the unfiltered run affordable on a CPU);
 4. ``winnow eval`` dense retrieval with each model on the test queries: nDCG@10 and the paired
    t-test against the base model (evaluated at the same 128-token limit).
 
@@ -59,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--learning-rate", type=float, default=5e-5)
     parser.add_argument("--max-length", type=int, default=128)
+    parser.add_argument("--guide-dtype", default="bfloat16")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
 
@@ -114,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
             extra = [
                 *extra,
                 *("--guide", f"cross-encoder:{guide}", "--guide-max-length", str(args.max_length)),
+                *("--guide-dtype", args.guide_dtype),
                 "--no-contrast-positives",
             ]
         if not folder.is_dir():

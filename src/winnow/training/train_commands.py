@@ -88,6 +88,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--guide-max-length", type=int, default=None, help="longest guide input in tokens"
     )
     bi.add_argument(
+        "--guide-dtype",
+        default=None,
+        help="guide dtype: float32, bfloat16 (faster on recent CPUs), float16, int8 (default: auto)",
+    )
+    bi.add_argument(
         "--no-contrast-anchors",
         action="store_true",
         help="guided/gist: leave out the anchor-anchor block",
@@ -168,6 +173,7 @@ def run_bi_encoder(args: argparse.Namespace) -> int:
         preset=args.preset,
         guide_options=guide_options,
         guide_max_length=args.guide_max_length,
+        guide_dtype=args.guide_dtype,
         mini_batch_size=args.mini_batch_size,
         **_shared(args),
     )

@@ -159,6 +159,7 @@ def train_bi_encoder(
     preset: str = "balanced",
     guide_options: dict[str, Any] | None = None,
     guide_max_length: int | None = None,
+    guide_dtype: str | None = None,
     epochs: int = 1,
     batch_size: int = 32,
     mini_batch_size: int | None = None,
@@ -184,8 +185,8 @@ def train_bi_encoder(
             winnow reranker or ``[KIND:]MODEL`` spec, ``preset`` and ``guide_options``), ``gist``
             (sentence-transformers' ``GISTEmbedLoss``, ``guide`` a bi-encoder) or ``mnrl``
             (``MultipleNegativesRankingLoss``). ``mini_batch_size`` switches each to its
-            gradient-caching variant. ``guide_max_length`` caps the guide's input (tokens) when
-            ``guide`` is a spec; ``guide_options`` are :class:`RerankerGuidedGISTLoss` keywords
+            gradient-caching variant. ``guide_max_length`` (tokens) and ``guide_dtype``
+            (``bfloat16``: faster on recent CPUs) apply when ``guide`` is a spec; ``guide_options`` are :class:`RerankerGuidedGISTLoss` keywords
             (``contrast_positives``, ``margin``, ``cache``, ...).
         dev: a split spec of ``dataset`` (nDCG@10 of dense retrieval over its corpus) or a mined
             file (its loss), evaluated after each epoch; the best epoch's weights are kept.
@@ -214,7 +215,7 @@ def train_bi_encoder(
         from winnow.rerankers.registry import parse_model_spec
 
         kind, name = parse_model_spec(guide)
-        guide = load_reranker(name, kind, max_length=guide_max_length)
+        guide = load_reranker(name, kind, max_length=guide_max_length, dtype=guide_dtype)
     path = _base_path(model, "bi-encoder")
     with _staging(output, overwrite) as tmp:
         from datasets import Dataset
@@ -542,6 +543,7 @@ def _settings(scope: dict[str, Any]) -> dict[str, Any]:
         "guide",
         "guide_options",
         "guide_max_length",
+        "guide_dtype",
         "epochs",
         "batch_size",
         "mini_batch_size",
