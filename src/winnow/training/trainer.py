@@ -210,6 +210,7 @@ def train_bi_encoder(
 
     mined = read_mined(data)
     columns = mined.tuples()
+    guide_name = guide if isinstance(guide, str) else None  # the user's name, for training.json
     if loss == "guided" and isinstance(guide, str):
         from winnow.rerankers.loading import load_reranker
         from winnow.rerankers.registry import parse_model_spec
@@ -560,7 +561,9 @@ def _settings(scope: dict[str, Any]) -> dict[str, Any]:
         if name in scope:
             value = scope[name]
             if name == "guide" and not isinstance(value, (str, type(None))):
-                value = getattr(getattr(value, "config", None), "model", repr(value))
+                value = scope.get("guide_name") or getattr(
+                    getattr(value, "config", None), "model", repr(value)
+                )
             if name == "guide_options" and value:
                 value = {
                     k: v if isinstance(v, (int, float, str, bool)) else repr(v)
