@@ -424,3 +424,25 @@ def test_import_winnow_training_stays_light():
 
     code = "import sys, winnow.training; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_without_raw_texts_the_guide_reads_decoded_tokens(student, caplog):
+    from winnow.training import RerankerGuidedGISTLoss
+
+    rows = _rows(4)
+    seen: list[tuple[str, str]] = []
+
+    class Recorder(TableGuide):
+        def score_pairs(self, pairs):
+            seen.extend(pairs)
+            return np.zeros(len(pairs), dtype=np.float32)
+
+    loss = RerankerGuidedGISTLoss(student, Recorder({}), preset="unfiltered")
+    with caplog.at_level("WARNING", logger="winnow.training.gist"), torch.no_grad():
+        value = loss(_strip(_features(student, rows)), None)
+    assert torch.isfinite(value)
+    assert "no raw texts" in caplog.text
+    decoded = student.tokenizer.batch_decode(
+        _strip(_features(student, rows))[0]["input_ids"], skip_special_tokens=True
+    )
+    assert {q for q, _ in seen} >= set(decoded)

@@ -155,9 +155,9 @@ class RerankerGuidedGISTLoss(CachedLossMixin, nn.Module):
         self.show_progress_bar = show_progress_bar
         self.uses_gradient_cache = mini_batch_size is not None
         config = getattr(guide, "config", None)
-        namespace = repr((getattr(config, "model", None), getattr(config, "kind", None)))
-        if config is not None:
-            namespace = repr((config.model, config.kind, config.max_length, config.activation))
+        namespace = repr(
+            tuple(getattr(config, k, None) for k in ("model", "kind", "max_length", "activation"))
+        )
         if cache is None:
             cache = GuideScoreCache(namespace=namespace)
         elif not cache.namespace:  # an unnamed cache takes the guide's identity
