@@ -92,7 +92,13 @@ def _staging(output: str | os.PathLike, overwrite: bool) -> Iterator[Path]:
                 tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent)
             )
             os.rename(target, old / "model")
-        os.rename(tmp, target)
+        try:
+            os.rename(tmp, target)
+        except BaseException:
+            if old is not None:  # put the previous model back
+                os.rename(old / "model", target)
+                shutil.rmtree(old, ignore_errors=True)
+            raise
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     except BaseException:
