@@ -373,3 +373,32 @@ def test_dev_file_loss_and_guide_options_from_the_cli(tiny_bi_encoder, tiny_bert
     # 2 epochs of 2 training batches, plus 2 evaluations of 2 batches
     assert record["guide"]["batches"] == 8
     assert record["guide"]["all_pairs"] == 8 * 6 * 6 * 3  # ap, aa, an blocks of 6 x 6
+
+
+def test_sigterm_leaves_no_output_and_no_temporary_folder(tiny_bi_encoder, mined, tmp_path):
+    """A CLI run stopped with SIGTERM (what `kill` and schedulers send) cleans up like Ctrl-C."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "model"
+    cmd = [sys.executable, "-m", "winnow.cli", "train", "bi-encoder", "--data", mined]
+    cmd += ["--model", tiny_bi_encoder, "--loss", "mnrl", "--batch-size", "2", "--epochs", "50"]
+    cmd += ["--output", str(out), "--no-progress"]
+    proc = subprocess.Popen(cmd, env=dict(os.environ), stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 300  # bounded wait for training to begin writing
+        while not [p for p in tmp_path.iterdir() if p.name.startswith(".model.")]:
+            assert proc.poll() is None, proc.stderr.read()
+            assert time.monotonic() < deadline, "training never started"
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130
+    assert _siblings(tmp_path) == ["mined.jsonl"]

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import signal
+import threading
 
 
 def _common(p: argparse.ArgumentParser, data_dir: str | None, batch_size: int) -> None:
@@ -153,6 +156,24 @@ def _report(result, as_json: bool) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def _sigterm_interrupts():
+    """SIGTERM (kill, schedulers) raises KeyboardInterrupt, so the temporary folder is removed and
+    the command exits 130 as on Ctrl-C, instead of dying with the folder left behind."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run_bi_encoder(args: argparse.Namespace) -> int:
     from winnow.training.trainer import train_bi_encoder
 
@@ -164,26 +185,28 @@ def run_bi_encoder(args: argparse.Namespace) -> int:
         from winnow.training.guidance import GuideScoreCache
 
         guide_options["cache"] = GuideScoreCache(path=args.guide_cache)
-    result = train_bi_encoder(
-        args.data,
-        args.model,
-        args.output,
-        loss=args.loss,
-        guide=args.guide,
-        preset=args.preset,
-        guide_options=guide_options,
-        guide_max_length=args.guide_max_length,
-        guide_dtype=args.guide_dtype,
-        mini_batch_size=args.mini_batch_size,
-        **_shared(args),
-    )
+    with _sigterm_interrupts():
+        result = train_bi_encoder(
+            args.data,
+            args.model,
+            args.output,
+            loss=args.loss,
+            guide=args.guide,
+            preset=args.preset,
+            guide_options=guide_options,
+            guide_max_length=args.guide_max_length,
+            guide_dtype=args.guide_dtype,
+            mini_batch_size=args.mini_batch_size,
+            **_shared(args),
+        )
     return _report(result, args.json)
 
 
 def run_cross_encoder(args: argparse.Namespace) -> int:
     from winnow.training.trainer import train_cross_encoder
 
-    result = train_cross_encoder(
-        args.data, args.model, args.output, loss=args.loss, **_shared(args)
-    )
+    with _sigterm_interrupts():
+        result = train_cross_encoder(
+            args.data, args.model, args.output, loss=args.loss, **_shared(args)
+        )
     return _report(result, args.json)
