@@ -149,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
         "eval",
         *data,
         *("--split", "test@0.6", "--systems", ",".join(systems), "--baseline", systems[0]),
-        *("--metrics", "nDCG@10", "--no-cache", "--no-progress", "--no-plot", "--json"),
+        *("--metrics", "nDCG@10", "--cache-dir", str(work / "eval-cache")),
+        *("--no-progress", "--no-plot", "--json"),
         env=env,
     )
     metrics = json.loads(out)
