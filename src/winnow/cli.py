@@ -15,6 +15,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "winnow.evaluation.commands",
     "winnow.training.mine_commands",
     "winnow.evaluation.tune",
+    "winnow.training.train_commands",
 )
 
 

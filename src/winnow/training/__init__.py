@@ -1,6 +1,7 @@
-"""Training-data tools: hard-negative mining judged by a reranker (``winnow mine``).
+"""Training-data tools: hard-negative mining judged by a reranker (``winnow mine``), a
+reranker-guided in-batch loss and fine-tuning of bi- and cross-encoders (``winnow train``).
 
-Light to import: the mining code (and torch) loads on first attribute access.
+Light to import: the mining and training code (and torch) load on first attribute access.
 """
 
 from __future__ import annotations
@@ -14,6 +15,14 @@ _LAZY = {
     "MiningConfig": "winnow.training.mining",
     "MiningResult": "winnow.training.mining",
     "MiningSummary": "winnow.training.mining",
+    "RerankerGuidedGISTLoss": "winnow.training.gist",
+    "GuidedDataCollator": "winnow.training.gist",
+    "GuideScoreCache": "winnow.training.guidance",
+    "GuideStats": "winnow.training.guidance",
+    "PRESETS": "winnow.training.guidance",
+    "train_bi_encoder": "winnow.training.trainer",
+    "train_cross_encoder": "winnow.training.trainer",
+    "read_mined": "winnow.training.mined",
 }
 
 __all__ = sorted(_LAZY)

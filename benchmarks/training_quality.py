@@ -1,0 +1,193 @@
+"""Does fine-tuning on mined negatives help, and does the balanced guided loss keep the gain?
+
+On one collection split 60/40 by query (``train@0.6`` / ``test@0.6``), all on CPU:
+
+1. ``winnow mine`` the train queries: BM25 candidates judged by all-MiniLM-L6-v2 (bi-encoder),
+   relative margin 0.05, 1 negative per positive, triplets; at most ``--max-positives`` rows per
+   query are kept (first in file order) so that the unfiltered loss fits in the time budget;
+2. the guide: ``winnow train cross-encoder`` (BCE, 1 epoch) from all-MiniLM-L6-v2 on those triplets
+   (no real cross-encoder is available offline);
+3. fine-tune all-MiniLM-L6-v2 (1 epoch, batch 32, max_seq_length 128) with MNRL, with the
+   reranker-guided GIST loss unfiltered (every in-batch pair to the guide) and with the balanced
+   preset (anchor-positive, anchor-anchor and anchor-negative blocks; the guide in bfloat16 at 128
+   tokens, to keep the unfiltered run affordable on a CPU);
+4. ``winnow eval`` dense retrieval with each model on the test queries: nDCG@10 and the paired
+   t-test against the base model (evaluated at the same 128-token limit).
+
+    python benchmarks/training_quality.py --dataset cranfield --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+BASE = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def winnow(*args: str, env: dict) -> str:
+    """Run the winnow CLI exactly as a user would; return its stdout."""
+    cmd = [sys.executable, "-m", "winnow.cli", *args]
+    print("$ winnow " + " ".join(args), file=sys.stderr, flush=True)
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"winnow {' '.join(args)} failed ({done.returncode}):\n{done.stderr}")
+    return done.stdout
+
+
+def cap_rows(src: Path, dst: Path, per_query: int) -> int:
+    seen: dict[str, int] = {}
+    kept = []
+    for line in src.read_text().splitlines():
+        row = json.loads(line)
+        if seen.get(row["anchor"], 0) < per_query:
+            seen[row["anchor"]] = seen.get(row["anchor"], 0) + 1
+            kept.append(line)
+    dst.write_text("\n".join(kept) + "\n")
+    return len(kept)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dataset", default="cranfield")
+    parser.add_argument("--data-dir", default=os.environ.get("WINNOW_DATA"))
+    parser.add_argument("--work", default="/tmp/winnow-training-quality")
+    parser.add_argument("--max-positives", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--learning-rate", type=float, default=5e-5)
+    parser.add_argument("--max-length", type=int, default=128)
+    parser.add_argument("--guide-dtype", default="bfloat16")
+    parser.add_argument("--skip", default="", help="runs to leave out, e.g. guided-unfiltered")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+
+    work = Path(args.work) / args.dataset
+    work.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    if args.data_dir:
+        env["WINNOW_DATA"] = args.data_dir
+    data = ["--dataset", args.dataset, "--data-dir", args.data_dir or ""]
+    timings: dict[str, float] = {}
+
+    mined = work / "mined.jsonl"
+    t = time.perf_counter()
+    if not mined.is_file():
+        winnow(
+            "mine",
+            *data,
+            *("--split", "train@0.6", "--candidates", "bm25", "--judge", f"bi-encoder:{BASE}"),
+            *("--num-negatives", "1", "--relative-margin", "0.05", "--format", "triplet"),
+            *("--output", str(mined), "--cache-dir", str(work / "cache"), "--no-progress"),
+            env=env,
+        )
+    timings["mine"] = time.perf_counter() - t
+    train = work / "train.jsonl"
+    rows = cap_rows(mined, train, args.max_positives)
+
+    common = [
+        *("--data", str(train), "--epochs", "1", "--max-length", str(args.max_length)),
+        *("--learning-rate", str(args.learning_rate), "--seed", "0", "--no-progress", "--json"),
+    ]
+    results: dict[str, dict] = {}
+    guide = work / "guide-ce"
+    if not guide.is_dir():
+        out = winnow(
+            "train",
+            "cross-encoder",
+            *common,
+            *("--model", BASE, "--loss", "bce", "--batch-size", "16", "--output", str(guide)),
+            env=env,
+        )
+        results["guide-ce"] = json.loads(out)
+    else:
+        results["guide-ce"] = json.loads((guide / "training.json").read_text())
+
+    runs = {
+        "mnrl": ["--loss", "mnrl"],
+        "guided-balanced": ["--loss", "guided", "--preset", "balanced"],
+        "guided-unfiltered": ["--loss", "guided", "--preset", "unfiltered"],
+    }
+    runs = {k: v for k, v in runs.items() if k not in args.skip.split(",")}
+    for name, extra in runs.items():
+        folder = work / name
+        if name.startswith("guided"):
+            extra = [
+                *extra,
+                *("--guide", f"cross-encoder:{guide}", "--guide-max-length", str(args.max_length)),
+                *("--guide-dtype", args.guide_dtype),
+                "--no-contrast-positives",
+            ]
+        if not folder.is_dir():
+            out = winnow(
+                "train",
+                "bi-encoder",
+                *common,
+                *("--model", BASE, "--batch-size", str(args.batch_size), "--output", str(folder)),
+                *extra,
+                env=env,
+            )
+            results[name] = json.loads(out)
+        else:
+            results[name] = json.loads((folder / "training.json").read_text())
+
+    base = work / "base-128"
+    if not base.is_dir():
+        from sentence_transformers import SentenceTransformer
+
+        from winnow.rerankers.hub import resolve_model_path
+
+        model = SentenceTransformer(resolve_model_path(BASE))
+        model.max_seq_length = args.max_length
+        model.save_pretrained(str(base))
+    systems = [f"dense:{base}"] + [f"dense:{work / name}" for name in runs]
+    out = winnow(
+        "eval",
+        *data,
+        *("--split", "test@0.6", "--systems", ",".join(systems), "--baseline", systems[0]),
+        *("--metrics", "nDCG@10", "--cache-dir", str(work / "eval-cache")),
+        *("--no-progress", "--no-plot", "--json"),
+        env=env,
+    )
+    metrics = json.loads(out)
+    report = {
+        "dataset": args.dataset,
+        "train_rows": rows,
+        "test_queries": metrics["queries"],
+        "mine_seconds": round(timings["mine"], 1),
+        "systems": {},
+    }
+    base_score = metrics["systems"][systems[0]]["nDCG@10"]
+    for label, spec in zip(["base", *runs], systems):
+        entry = metrics["systems"][spec]
+        row = {"nDCG@10": entry["nDCG@10"], "gain": entry["nDCG@10"] - base_score}
+        if "significance" in entry:
+            row["significance"] = entry["significance"]
+        if label in results:
+            r = results[label]
+            row["train_seconds"] = r["seconds"]
+            row["steps"] = r["steps"]
+            if r.get("guide"):
+                row["reranker_calls"] = r["guide"]["reranker_calls"]
+                row["unfiltered_calls"] = r["guide"]["unfiltered_pairs"]
+        report["systems"][label] = row
+    if "guide-ce" in results:
+        report["guide_train_seconds"] = results["guide-ce"]["seconds"]
+    unf = report["systems"].get("guided-unfiltered")
+    bal = report["systems"].get("guided-balanced")
+    if unf and bal and unf["gain"] > 0:
+        report["balanced_kept_gain_pct"] = 100.0 * bal["gain"] / unf["gain"]
+    if unf and bal and unf.get("reranker_calls"):
+        report["balanced_fewer_calls_pct"] = 100.0 * (
+            1 - bal["reranker_calls"] / unf["reranker_calls"]
+        )
+    print(json.dumps(report, indent=2) if args.json else report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
