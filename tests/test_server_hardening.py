@@ -17,7 +17,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import httpx
@@ -28,7 +27,7 @@ pytest.importorskip("fastapi")
 from winnow import load_reranker
 from winnow.rerankers.cache import RERANKERS
 from winnow.server.config import ModelSpec, ServerConfig
-from winnow.server.testing import GATED_KIND, Gates, running_server
+from winnow.server.testing import GATED_KIND, Background, Gates, running_server, wait_for
 from winnow.testing import sample_corpus
 
 DOCS = sample_corpus(12, seed=7)
@@ -45,38 +44,6 @@ def metric(text: str, name: str) -> float:
 
 def label_sets(text: str, name: str) -> set[str]:
     return {line.split(" ")[0] for line in text.splitlines() if line.startswith(name + "{")}
-
-
-def wait_for(predicate, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not met in time")
-        time.sleep(0.01)
-
-
-class Background:
-    """Send one request on a thread; ``result()`` waits for its response."""
-
-    def __init__(self, url: str, payload: dict, path: str = "/v1/rerank"):
-        self.response: httpx.Response | None = None
-        self.error: BaseException | None = None
-
-        def go():
-            try:
-                self.response = httpx.post(url + path, json=payload, timeout=60)
-            except BaseException as exc:
-                self.error = exc
-
-        self.thread = threading.Thread(target=go)
-        self.thread.start()
-
-    def result(self) -> httpx.Response:
-        self.thread.join(60)
-        if self.error is not None:
-            raise self.error
-        assert self.response is not None
-        return self.response
 
 
 class LogCapture(logging.Handler):

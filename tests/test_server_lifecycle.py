@@ -8,7 +8,6 @@ establishes, not a sleep it hopes is long enough.
 from __future__ import annotations
 
 import threading
-import time
 
 import httpx
 import numpy as np
@@ -18,7 +17,7 @@ pytest.importorskip("fastapi")
 
 from winnow import load_reranker
 from winnow.server.config import ModelSpec, ServerConfig
-from winnow.server.testing import GATED_KIND, Gates, running_server
+from winnow.server.testing import GATED_KIND, Background, Gates, running_server, wait_for
 from winnow.testing import sample_corpus
 
 DOCS = sample_corpus(12, seed=5)
@@ -31,38 +30,6 @@ def metric(text: str, name: str) -> float:
         if line.startswith(name + "{") or line.startswith(name + " "):
             total += float(line.rsplit(" ", 1)[1])
     return total
-
-
-class Background:
-    """Send one request on a thread; ``result()`` waits for its response."""
-
-    def __init__(self, url: str, payload: dict, path: str = "/v1/rerank"):
-        self.response: httpx.Response | None = None
-        self.error: BaseException | None = None
-
-        def go():
-            try:
-                self.response = httpx.post(url + path, json=payload, timeout=60)
-            except BaseException as exc:
-                self.error = exc
-
-        self.thread = threading.Thread(target=go)
-        self.thread.start()
-
-    def result(self) -> httpx.Response:
-        self.thread.join(60)
-        if self.error is not None:
-            raise self.error
-        assert self.response is not None
-        return self.response
-
-
-def wait_for(predicate, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not met in time")
-        time.sleep(0.01)
 
 
 def gated_config(tiny_bert: str, **kw) -> ServerConfig:

@@ -138,3 +138,39 @@ def running_server(
 
 def _auth(config: ServerConfig) -> dict[str, str]:
     return {"Authorization": f"Bearer {config.api_key}"} if config.api_key else {}
+
+
+def wait_for(predicate, timeout: float = 30.0) -> None:
+    """Poll ``predicate`` (every 10 ms) until it is true; TimeoutError after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not met in time")
+        time.sleep(0.01)
+
+
+class Background:
+    """Send one POST on a thread; ``result()`` waits for its response (or re-raises its error)."""
+
+    def __init__(self, url: str, payload: dict, path: str = "/v1/rerank"):
+        import httpx
+
+        self.response = None
+        self.error: BaseException | None = None
+
+        def go():
+            try:
+                self.response = httpx.post(url + path, json=payload, timeout=60)
+            except BaseException as exc:
+                self.error = exc
+
+        self.thread = threading.Thread(target=go)
+        self.thread.start()
+
+    def result(self):
+        self.thread.join(60)
+        if self.error is not None:
+            raise self.error
+        if self.response is None:
+            raise TimeoutError("the request got no response in 60 s")
+        return self.response
