@@ -143,7 +143,9 @@ class RerankV2Request(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
     model: str | None = Field(
-        None, description="model name (required by Cohere); the server's first model if omitted"
+        None,
+        min_length=1,
+        description="model name (required by Cohere); the server's first model if omitted",
     )
     query: str = Field(
         ...,
@@ -337,7 +339,17 @@ class ModelDetails(BaseModel):
     parameter_size: str | None = Field(None, description='Ollama: the size it states ("7.6B")')
 
 
-class ModelInfo(BaseModel):
+class FallbackFields(BaseModel):
+    """Set when a fallback serves under the model's name (``serving``; ``primary_error`` says why),
+    or when ``--device-fallback`` moved it to the CPU (``device_fallback``, e.g. "cuda -> cpu")."""
+
+    fallback: bool | None = None
+    serving: str | None = None
+    primary_error: str | None = None
+    device_fallback: str | None = None
+
+
+class ModelInfo(FallbackFields):
     id: str
     object: str = "model"
     owned_by: str = "winnow"
@@ -346,10 +358,6 @@ class ModelInfo(BaseModel):
     status: str
     default: bool
     details: ModelDetails | None = Field(None, description="once the model is loaded")
-    fallback: bool | None = None
-    serving: str | None = None
-    primary_error: str | None = None
-    device_fallback: str | None = None
 
 
 class ModelList(BaseModel):
@@ -368,7 +376,7 @@ class HealthCheck(BaseModel):
     error: str | None = None
 
 
-class ModelReadiness(BaseModel):
+class ModelReadiness(FallbackFields):
     status: str
     model: str
     kind: str | None = None
@@ -382,13 +390,6 @@ class ModelReadiness(BaseModel):
     parameters: int | None = None
     model_bytes: int | None = Field(None, description="parameters x bytes per parameter")
     last_check: HealthCheck | None = Field(None, description="the last deep health check")
-
-    #: the fallback model serves under this name (``serving``); ``primary_error`` says why
-    fallback: bool | None = None
-    serving: str | None = None
-    primary_error: str | None = None
-    #: e.g. "cuda -> cpu" (``--device-fallback``)
-    device_fallback: str | None = None
 
 
 class GpuMemory(BaseModel):
