@@ -7,7 +7,6 @@ fail: ``GatedCrossEncoder`` raises while ``Gates.fail_with`` is set, or holds it
 
 from __future__ import annotations
 
-import time
 from datetime import datetime, timezone
 
 import httpx
@@ -24,7 +23,7 @@ from winnow.rerankers.registry import register_kind
 from winnow.server.commands import build_config, register
 from winnow.server.config import ModelSpec, ServerConfig
 from winnow.server.health import PROBE_PAIRS, check_scores, deep_warmup, probe_pairs
-from winnow.server.testing import GATED_KIND, Gates, running_server
+from winnow.server.testing import GATED_KIND, Gates, running_server, wait_for
 
 NAN_KIND = "nan-cross-encoder"
 
@@ -51,14 +50,6 @@ def metric(text: str, name: str, **labels: str) -> float | None:
         if line.startswith(name + want + " "):
             return float(line.rsplit(" ", 1)[1])
     return None
-
-
-def wait_for(predicate, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not met in time")
-        time.sleep(0.02)
 
 
 def parse_time(text: str) -> datetime:

@@ -84,7 +84,25 @@ class DocumentObject(BaseModel):
         return _valid_text(v, "document text")
 
 
-class RerankRequest(BaseModel):
+class _QueryAndDocuments(BaseModel):
+    """What the Cohere-style requests share: a non-blank ``query`` and ``documents`` given as
+    strings or ``{"text": ...}`` objects (each subclass declares both fields)."""
+
+    @field_validator("query", check_fields=False)
+    @classmethod
+    def _check_query(cls, v: str) -> str:
+        return _non_empty_query(v)
+
+    @field_validator("documents", check_fields=False)
+    @classmethod
+    def _check_documents(cls, v: list[str | DocumentObject]) -> list[str | DocumentObject]:
+        return _check_document_list(v)
+
+    def texts(self) -> list[str]:
+        return [d if isinstance(d, str) else d.text for d in self.documents]
+
+
+class RerankRequest(_QueryAndDocuments):
     """``POST /v1/rerank`` (Cohere v1, Jina and Voyage reranker APIs)."""
 
     model_config = ConfigDict(extra="ignore")
@@ -119,26 +137,13 @@ class RerankRequest(BaseModel):
     return_chunks: StrictBool = Field(False, description=RETURN_CHUNKS)
     chunks_per_doc: PositiveInt | None = Field(None, description=CHUNKS_PER_DOC)
 
-    @field_validator("query")
-    @classmethod
-    def _check_query(cls, v: str) -> str:
-        return _non_empty_query(v)
-
-    @field_validator("documents")
-    @classmethod
-    def _check_documents(cls, v: list[str | DocumentObject]) -> list[str | DocumentObject]:
-        return _check_document_list(v)
-
-    def texts(self) -> list[str]:
-        return [d if isinstance(d, str) else d.text for d in self.documents]
-
     def limit(self) -> int | None:
         """How many results to return: the smaller of ``top_n`` and ``top_k`` (None: all)."""
         given = [n for n in (self.top_n, self.top_k) if n is not None]
         return min(given) if given else None
 
 
-class RerankV2Request(BaseModel):
+class RerankV2Request(_QueryAndDocuments):
     """``POST /v2/rerank`` (Cohere's v2 rerank API)."""
 
     model_config = ConfigDict(extra="ignore")
@@ -170,19 +175,6 @@ class RerankV2Request(BaseModel):
         description="winnow extension: 'sigmoid' (the default here, as Cohere's scores are in "
         "[0, 1]) or 'none' for raw model scores",
     )
-
-    @field_validator("query")
-    @classmethod
-    def _check_query(cls, v: str) -> str:
-        return _non_empty_query(v)
-
-    @field_validator("documents")
-    @classmethod
-    def _check_documents(cls, v: list[str | DocumentObject]) -> list[str | DocumentObject]:
-        return _check_document_list(v)
-
-    def texts(self) -> list[str]:
-        return [d if isinstance(d, str) else d.text for d in self.documents]
 
 
 class ResultDocument(BaseModel):
