@@ -3,11 +3,11 @@
 On one collection split 60/40 by query (``train@0.6`` / ``test@0.6``), all on CPU:
 
 1. ``winnow mine`` the train queries: BM25 candidates judged by all-MiniLM-L6-v2 (bi-encoder),
-   relative margin 0.05, 1 negative per positive, triplets; at most ``--max-positives`` rows per
-   query are kept (first in file order) so that the unfiltered loss fits in the time budget;
-2. the guide: ``winnow train cross-encoder`` (BCE, 1 epoch) from all-MiniLM-L6-v2 on those triplets
+   relative margin 0.05, 1 negative per positive, triplets; with ``--max-positives N`` at most N
+   rows per query are kept (first in file order; default: all);
+2. the guide: ``winnow train cross-encoder`` (BCE, ``--epochs``) from all-MiniLM-L6-v2 on those triplets
    (no real cross-encoder is available offline);
-3. fine-tune all-MiniLM-L6-v2 (1 epoch, batch 32, max_seq_length 128) with MNRL, with the
+3. fine-tune all-MiniLM-L6-v2 (``--epochs``, default 1, batch 32, max_seq_length 128) with MNRL, with the
    reranker-guided GIST loss unfiltered (every in-batch pair to the guide) and with the balanced
    preset (anchor-positive, anchor-anchor and anchor-negative blocks; the guide in bfloat16 at 128
    tokens, to keep the unfiltered run affordable on a CPU);
@@ -45,7 +45,7 @@ def cap_rows(src: Path, dst: Path, per_query: int) -> int:
     kept = []
     for line in src.read_text().splitlines():
         row = json.loads(line)
-        if seen.get(row["anchor"], 0) < per_query:
+        if per_query <= 0 or seen.get(row["anchor"], 0) < per_query:
             seen[row["anchor"]] = seen.get(row["anchor"], 0) + 1
             kept.append(line)
     dst.write_text("\n".join(kept) + "\n")
@@ -57,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dataset", default="cranfield")
     parser.add_argument("--data-dir", default=os.environ.get("WINNOW_DATA"))
     parser.add_argument("--work", default="/tmp/winnow-training-quality")
-    parser.add_argument("--max-positives", type=int, default=2)
+    parser.add_argument("--max-positives", type=int, default=0, help="rows kept per query (0: all)")
+    parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--learning-rate", type=float, default=5e-5)
     parser.add_argument("--max-length", type=int, default=128)
@@ -90,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = cap_rows(mined, train, args.max_positives)
 
     common = [
-        *("--data", str(train), "--epochs", "1", "--max-length", str(args.max_length)),
+        *("--data", str(train), "--epochs", str(args.epochs), "--max-length", str(args.max_length)),
         *("--learning-rate", str(args.learning_rate), "--seed", "0", "--no-progress", "--json"),
     ]
     results: dict[str, dict] = {}
