@@ -4,8 +4,8 @@ The recipe of Santhanam et al., 2022, "PLAID: An Efficient Engine for Late Inter
 (and ColBERTv2's residual compression before it):
 
 * Training (on the first ``add``): k-means (``faiss.Kmeans``, spherical) over a sample of the
-  token vectors; ``ncentroids`` defaults to ColBERT's rule, the power of two at or below
-  ``16 * sqrt(tokens)``.
+  token vectors; ``ncentroids`` defaults to the power of two at or below ``4 * sqrt(tokens)``
+  (ColBERT's rule has 16; see ``centroid_factor``).
 * Storage: each token is its nearest centroid's id (``faiss.IndexFlatIP``) plus its residual
   (token - centroid) quantised by a faiss scalar quantiser trained on the sample's residuals,
   ``nbits`` (4 or 8) per dimension with per-dimension ranges (``QT_4bit`` / ``QT_8bit``). The
@@ -58,9 +58,9 @@ GATHER_BLOCK = 1 << 24
 _QTYPES = {4: "QT_4bit", 8: "QT_8bit"}
 
 
-def colbert_ncentroids(num_tokens: int) -> int:
-    """ColBERT's number of centroids: the power of two at or below ``16 * sqrt(tokens)``."""
-    return 2 ** math.floor(math.log2(16 * math.sqrt(max(num_tokens, 1))))
+def default_ncentroids(num_tokens: int, factor: float = 4.0) -> int:
+    """The power of two at or below ``factor * sqrt(tokens)`` (ColBERT uses factor 16)."""
+    return 2 ** max(0, math.floor(math.log2(factor * math.sqrt(max(num_tokens, 1)))))
 
 
 def colbert_search_defaults(k: int) -> dict[str, Any]:
@@ -82,8 +82,11 @@ class PlaidIndex(MultiVectorIndex):
     """PLAID multi-vector index (see the module docstring).
 
     Build options:
-        ncentroids: k-means centroids (default: ColBERT's rule from the first batch's tokens,
-            capped at the number of training tokens).
+        ncentroids: k-means centroids (default: the power of two at or below
+            ``centroid_factor * sqrt(tokens)`` of the first batch, at most its token count).
+        centroid_factor: 4 by default; ColBERT's rule is 16, which makes k-means and the
+            assignment four times slower on a CPU and, with short queries, finds fewer candidates
+            (docs/retrieval.md has the measurements).
         nbits: bits per dimension of the residual codes, 4 (default) or 8.
         kmeans_niters: k-means iterations (ColBERT's default, 4).
         points_per_centroid: training sample size per centroid (tokens drawn at random).
@@ -103,9 +106,10 @@ class PlaidIndex(MultiVectorIndex):
         dim: int,
         *,
         ncentroids: int | None = None,
+        centroid_factor: float = 4.0,
         nbits: int = 4,
         kmeans_niters: int = 4,
-        points_per_centroid: int = 64,
+        points_per_centroid: int = 32,
         seed: int = 0,
         nprobe: int | None = None,
         ndocs: int | None = None,
@@ -114,6 +118,12 @@ class PlaidIndex(MultiVectorIndex):
         super().__init__(dim)
         if ncentroids is not None:
             _positive_int("ncentroids", ncentroids)
+        if (
+            isinstance(centroid_factor, bool)
+            or not isinstance(centroid_factor, (int, float))
+            or not centroid_factor > 0
+        ):
+            raise ConfigError(f"centroid_factor must be a positive number, got {centroid_factor!r}")
         if nbits not in _QTYPES:
             raise ConfigError(f"nbits must be one of {sorted(_QTYPES)}, got {nbits!r}")
         _positive_int("kmeans_niters", kmeans_niters)
@@ -121,6 +131,7 @@ class PlaidIndex(MultiVectorIndex):
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise ConfigError(f"seed must be an integer, got {seed!r}")
         self.ncentroids = ncentroids
+        self.centroid_factor = float(centroid_factor)
         self.nbits = nbits
         self.kmeans_niters = kmeans_niters
         self.points_per_centroid = points_per_centroid
@@ -157,7 +168,7 @@ class PlaidIndex(MultiVectorIndex):
         """Fit the centroids and the residual quantiser on (a sample of) ``tokens`` (float32)."""
         faiss = require("faiss", "faiss")
         n = len(tokens)
-        k = min(self.ncentroids or colbert_ncentroids(n), n)
+        k = min(self.ncentroids or default_ncentroids(n, self.centroid_factor), n)
         rng = np.random.default_rng(self.seed)
         size = min(n, k * self.points_per_centroid)
         sample = tokens if size == n else tokens[np.sort(rng.choice(n, size, replace=False))]
@@ -292,6 +303,7 @@ class PlaidIndex(MultiVectorIndex):
             **super().meta(),
             "knobs": {
                 "ncentroids": len(self.centroids),
+                "centroid_factor": self.centroid_factor,
                 "nbits": self.nbits,
                 "kmeans_niters": self.kmeans_niters,
                 "points_per_centroid": self.points_per_centroid,
@@ -360,6 +372,7 @@ class PlaidIndex(MultiVectorIndex):
         out = PlaidIndex(
             self.dim,
             ncentroids=len(self.centroids),
+            centroid_factor=self.centroid_factor,
             nbits=self.nbits,
             kmeans_niters=self.kmeans_niters,
             points_per_centroid=self.points_per_centroid,
