@@ -232,8 +232,10 @@ class PlaidIndex(MultiVectorIndex):
         """The stored (approximate) vectors of the given tokens: centroid + residual, normalised."""
         codes = np.asarray(self.codes[token_positions])
         res = np.ascontiguousarray(self.residuals[token_positions])
-        vecs = self.centroids[codes] + self._codec.sa_decode(res)
-        vecs /= np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
+        vecs = self._codec.sa_decode(res)
+        vecs += self.centroids[codes]
+        norms = np.sqrt(np.einsum("ij,ij->i", vecs, vecs))
+        vecs /= np.maximum(norms, 1e-12)[:, None]
         return vecs
 
     # -- search -----------------------------------------------------------------------------
