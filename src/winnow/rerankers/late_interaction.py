@@ -304,6 +304,12 @@ class LateInteractionReranker(Reranker):
             "similarity": "meanmaxsim" if self._length_normalize else "maxsim",
         }
 
+    def info(self, name: str | None = None) -> dict[str, Any]:
+        """The common fields plus the late-interaction settings (:meth:`settings`)."""
+        out = super().info(name)
+        out.update(self.settings())
+        return out
+
     # -- encoding ----------------------------------------------------------------------------
     def token_lengths(self, texts: list[str], task: str) -> np.ndarray:
         """Tokens each text has with its prompt and special tokens, before truncation."""
