@@ -329,14 +329,18 @@ class LateInteractionReranker(Reranker):
             seen = np.maximum(seen, int(self._expansion["length"]))
         return seen
 
-    def _embed(self, texts: list[str], task: str, show_progress: bool | None) -> list[np.ndarray]:
-        """Run the model on distinct texts in token-budget batches; one float32 matrix per text."""
+    def _embed(
+        self, texts: list[str], task: str, show_progress: bool | None, lengths: np.ndarray
+    ) -> list[np.ndarray]:
+        """Run the model on distinct texts in token-budget batches; one float32 matrix per text.
+
+        ``lengths`` are the texts' token counts (``token_lengths``), for planning the batches."""
         model = self.model
         encode = model.encode_query if task == "query" else model.encode_document
         extra: dict[str, Any] = {}
         if task == "document" and self.config.max_length:
             extra["processing_kwargs"] = {"text": {"max_length": self._doc_length}}
-        lengths = self._seen_lengths(self.token_lengths(texts, task), task)
+        lengths = self._seen_lengths(lengths, task)
 
         def forward(idx: np.ndarray) -> np.ndarray:
             out = encode(
@@ -370,13 +374,26 @@ class LateInteractionReranker(Reranker):
         self.load()
         return self._encode(documents, "document", show_progress)
 
-    def _encode(self, texts: list[str], task: str, show_progress: bool | None) -> list[np.ndarray]:
+    def _encode(
+        self,
+        texts: list[str],
+        task: str,
+        show_progress: bool | None,
+        lengths: dict[str, int] | None = None,
+    ) -> list[np.ndarray]:
+        """One matrix per text; ``lengths`` ({text: tokens}) saves tokenising them again."""
         if not texts:
             return []
         unique = list(dict.fromkeys(texts))
         known = self.memo.lookup(unique) if task == "document" else {}
         todo = [t for i, t in enumerate(unique) if i not in known]
-        fresh = self._embed(todo, task, show_progress) if todo else []
+        fresh: list[np.ndarray] = []
+        if todo:
+            if lengths is None:
+                todo_lengths = self.token_lengths(todo, task)
+            else:
+                todo_lengths = np.fromiter((lengths[t] for t in todo), np.int64, len(todo))
+            fresh = self._embed(todo, task, show_progress, todo_lengths)
         if task == "document":
             self.memo.store(todo, fresh)
         by_text = dict(zip(todo, fresh))
@@ -392,11 +409,12 @@ class LateInteractionReranker(Reranker):
         d_pos = {d: i for i, d in enumerate(docs)}
         qi = np.fromiter((q_pos[q] for q, _ in pairs), dtype=np.int64, count=len(pairs))
         di = np.fromiter((d_pos[d] for _, d in pairs), dtype=np.int64, count=len(pairs))
-        q_emb = self.encode_queries(queries)
-        d_emb = self.encode_documents(docs)
+        q_tokens = self.token_lengths(queries, "query")
+        d_tokens = self.token_lengths(docs, "document")
+        q_emb = self._encode(queries, "query", None, dict(zip(queries, q_tokens.tolist())))
+        d_emb = self._encode(docs, "document", None, dict(zip(docs, d_tokens.tolist())))
         scores = maxsim_scores(q_emb, d_emb, qi, di, self._length_normalize)
-        q_len = self.token_lengths(queries, "query")[qi]
-        d_len = self.token_lengths(docs, "document")[di]
+        q_len, d_len = q_tokens[qi], d_tokens[di]
         truncated = (d_len > self._doc_length) | (q_len > self._query_length)
         num_tokens = np.minimum(d_len, self._doc_length).astype(np.int32)
         return PairScores(scores, truncated, num_tokens)
