@@ -33,8 +33,9 @@ from winnow.rerankers.options import RerankerOptions, option
 
 logger = logging.getLogger(__name__)
 
-#: Default bound of the document token-embedding memo of one model (MiB).
-DEFAULT_MEMO_MB = 256
+#: Default bound of the document token-embedding memo of one model (MiB): token matrices are
+#: ~200x a single vector, so 1 GiB holds about 3,500 all-MiniLM-L6-v2 documents of 200 tokens.
+DEFAULT_MEMO_MB = 1024
 
 #: Hub ids of the documented backbone (``backbone`` defaults to true for them).
 DOCUMENTED_BACKBONES = ("sentence-transformers/all-MiniLM-L6-v2", "all-MiniLM-L6-v2")
@@ -200,7 +201,7 @@ class LateInteractionReranker(Reranker):
 
     Options: ``length_normalize`` (divide by the query's token count; default the model's own
     similarity), ``backbone`` (a non-ColBERT model's own token vectors, see the module docstring),
-    ``memo_mb`` (bound of the document token memo, default 256 MiB; 0 turns it off),
+    ``memo_mb`` (bound of the document token memo, default 1024 MiB; 0 turns it off),
     ``max_tokens``, ``max_batch_size``, ``show_progress``. ``max_length`` caps the document length
     (queries keep the model's query length / expansion).
 
