@@ -19,6 +19,7 @@ expansion, a weak ColBERT of about bi-encoder quality (``docs/late_interaction.m
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -122,8 +123,6 @@ def check_checkpoint(path: str, backbone: bool | None) -> bool:
 
 def _backbone_modules(path: str, model_kwargs: dict[str, Any]) -> list:
     """Transformer -> scoring mask -> token-level L2 normalisation: no projection, no markers."""
-    import os
-
     from winnow.rerankers.hub import _read_json
 
     with heavy_imports():
@@ -217,8 +216,6 @@ class LateInteractionReranker(Reranker):
         self.model = None
         self.memo: TokenEmbeddingMemo | None = None
         self.backbone = False
-        import os
-
         if os.path.isdir(config.model):  # refuse a non-ColBERT folder now, not on first use
             self.backbone = check_checkpoint(config.model, self.options.backbone)
 
@@ -264,8 +261,9 @@ class LateInteractionReranker(Reranker):
         self.memo = None
 
     def score_identity(self) -> list[Any]:
-        self.load()
-        return ["backbone" if self.backbone else "colbert", self._length_normalize]
+        """Backbone mode or not (decided from the model's files, without loading it)."""
+        backbone = check_checkpoint(self.config.model, self.options.backbone)
+        return ["backbone" if backbone else "colbert"]
 
     @property
     def max_length(self) -> int:
