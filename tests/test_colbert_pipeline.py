@@ -184,8 +184,13 @@ def test_winnow_eval_with_the_colbert_systems(beir_folder, tmp_path, tiny_colber
         assert {"index", "retrieve", "encode"} <= set(entry["seconds"])
     assert doc["systems"]["colbert-hybrid"]["pairs"] > 0
     assert "rerank" in doc["systems"]["colbert-hybrid"]["seconds"]
-    # a second run reads the index and the scores from the cache
+    # a second run reads the runs and the scores from the cache: the model is not even loaded
+    from winnow.rerankers.cache import model_loads
+
+    winnow.clear_cache()
+    loads = model_loads(tiny_colbert)
     assert main([*args, "--device", "cpu", "--no-progress"]) == 0
+    assert model_loads(tiny_colbert) == loads
     again = json.loads((out / "metrics.json").read_text())
     for name in systems:
         assert again["systems"][name]["nDCG@10"] == doc["systems"][name]["nDCG@10"]
