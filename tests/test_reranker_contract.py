@@ -25,6 +25,7 @@ BACKENDS = {
     "bert-2-label-cross-encoder": ("tiny_bert_2labels", None),
     "xlmr-cross-encoder": ("tiny_xlmr", None),
     "bi-encoder": ("tiny_bi_encoder", None),
+    "late-interaction": ("tiny_colbert", None),
 }
 
 

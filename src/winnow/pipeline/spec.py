@@ -8,9 +8,9 @@ than ``|``)::
     cut   := atom ("%" INTEGER)*
     atom  := WORD | "(" expr ")"
 
-A WORD is a primitive (``bm25``, ``dense``, ``rrf``, ``combsum``, ``combmnz``, ``rerank``,
+A WORD is a primitive (``bm25``, ``dense``, ``colbert``, ``rrf``, ``combsum``, ``combmnz``, ``rerank``,
 ``chunked``, the feedback stages ``rm3``, ``bo1``, ``rocchio``), a model stage (``dense:MODEL``,
-``rocchio:MODEL``, ``chunked:MODEL``, ``rerank:MODEL``, ``KIND:MODEL``
+``colbert:MODEL`` (late-interaction first stage; ``rerank:colbert:MODEL`` reranks), ``rocchio:MODEL``, ``chunked:MODEL``, ``rerank:MODEL``, ``KIND:MODEL``
 such as ``cross-encoder:MODEL`` (also ``rerank:KIND:MODEL``), ``llm:MODEL``), or a named system
 from :data:`SYSTEMS`, or ``tuned:FILE`` (a system ``winnow tune --save`` wrote). A MODEL may carry the kind's options as a model spec does
 (``llm:BAAI/bge-reranker-v2-gemma?template=bge-gemma&max_query_length=64``, see
@@ -36,7 +36,7 @@ from winnow.pipeline.base import Parallel, Pipeline, Stage
 from winnow.pipeline.feedback import QueryExpansion, Rocchio
 from winnow.pipeline.fusion import RRF, ScoreFusion
 from winnow.pipeline.rerank import ChunkedRerank, Rerank, RescoreStage
-from winnow.pipeline.retrieval import BM25, DEFAULT_DENSE_MODEL, Dense
+from winnow.pipeline.retrieval import BM25, DEFAULT_DENSE_MODEL, ColBERT, Dense
 
 #: The named systems, in one place. ``rerank`` / ``chunked`` use the default reranker.
 #: ``hybrid`` was ``hybrid-v1`` (RRF of bm25 and dense) until the pseudo-relevance feedback stages
@@ -55,12 +55,19 @@ SYSTEMS: dict[str, str] = {
     "bm25+rm3": "bm25 >> rm3",
     "bm25+bo1": "bm25 >> bo1",
     "dense+prf": "dense >> rocchio",
+    # late interaction (docs/late_interaction.md); all-MiniLM-L6-v2 is a weak backbone ColBERT
+    "colbert-hybrid": "(bm25 % 100 | colbert % 100) >> rrf >> rerank:colbert:"
+    + DEFAULT_DENSE_MODEL,
+    "bm25+colbert": "bm25 >> rerank:colbert:" + DEFAULT_DENSE_MODEL,
 }
 
 #: Words that build a stage directly (the descriptions appear in error messages and --help).
 PRIMITIVES: dict[str, str] = {
     "bm25": "BM25 top 1000 (title + text, English stemming, k1=1.5, b=0.75)",
     "dense": "dense retrieval top 1000 with all-MiniLM-L6-v2 (dense:MODEL for another model)",
+    "colbert": "late-interaction (MaxSim) retrieval top 1000 over a PLAID index, all-MiniLM-L6-v2 "
+    "token vectors as a weak ColBERT (colbert:MODEL for a ColBERT checkpoint, "
+    "colbert:MODEL?index=exact for brute force; rerank:colbert:MODEL reranks)",
     "rrf": "reciprocal rank fusion (k=60) of a parallel stage",
     "combsum": "CombSUM of min-max normalised scores of a parallel stage",
     "combmnz": "CombMNZ of min-max normalised scores of a parallel stage",
@@ -220,6 +227,8 @@ class _Parser:
             return BM25()
         if word == "dense":
             return Dense(o.dense_model, device=o.device, dtype=o.dtype)
+        if word == "colbert":
+            return ColBERT(DEFAULT_DENSE_MODEL, device=o.device, dtype=o.dtype)
         if word in ("rm3", "bo1"):
             return QueryExpansion(word)
         if word == "rocchio":
@@ -250,6 +259,11 @@ class _Parser:
                 if prefix == "rocchio":
                     return Rocchio(model, device=o.device, dtype=o.dtype)
                 return Dense(model, device=o.device, dtype=o.dtype)
+            if prefix == "colbert":  # a first stage; rerank:colbert:MODEL is the reranker
+                try:
+                    return ColBERT.from_spec(model, device=o.device, dtype=o.dtype)
+                except ConfigError as exc:
+                    raise self.error(str(exc)) from None
             if prefix == "chunked":
                 return ChunkedRerank(
                     o.load(model), depth=o.depth, batch_queries=o.batch_queries, name=model
@@ -259,7 +273,8 @@ class _Parser:
             if prefix in KIND_ALIASES or prefix in available_kinds():
                 return Rerank(o.load(word), depth=o.depth, batch_queries=o.batch_queries, name=word)
             raise self.error(
-                f"unknown stage kind {prefix!r} in {word!r}; valid: dense:MODEL, rocchio:MODEL, "
+                f"unknown stage kind {prefix!r} in {word!r}; valid: dense:MODEL, colbert:MODEL, "
+                "rocchio:MODEL, "
                 "tuned:FILE, "
                 "chunked:MODEL, "
                 f"rerank:MODEL, llm:MODEL, " + ", ".join(f"{k}:MODEL" for k in available_kinds())
