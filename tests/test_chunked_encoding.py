@@ -82,3 +82,14 @@ def test_after_dense_only_the_long_documents_windows_are_embedded(
     # a document that fits one window is scored by the embedding dense already made
     assert dense.encoder is bi
     assert sorted(seen) == sorted([*windows, *QUERIES])
+
+
+def test_maxp_dense_and_chunked_share_windows(short_bi_encoder, corpus, fresh_cache, encode_spy):
+    import winnow
+
+    Dense(short_bi_encoder, device="cpu", passages=True).index(corpus)
+    bi = winnow.load_reranker(short_bi_encoder, kind="bi-encoder", device="cpu")
+    seen = encode_spy(bi.model)
+    docs = list(corpus.values())
+    rank_chunked(bi, QUERIES, [[d.text for d in docs]] * 3, titles=[[d.title for d in docs]] * 3)
+    assert sorted(seen) == sorted(QUERIES)  # every window was embedded by the passage index
