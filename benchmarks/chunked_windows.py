@@ -28,6 +28,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 def main() -> None:
     import winnow
     from winnow.data import load_dataset
+    from winnow.errors import ConfigError
     from winnow.rerankers.chunking import (
         _token_offsets,
         window_spans,
@@ -68,7 +69,11 @@ def main() -> None:
         return out
 
     # the old rule, as chunking.default_window had it for every kind
-    before = texts(lambda q: max(16, bi.max_length - len(_token_offsets(q, tokenizer)) - 8))
+    try:
+        before = texts(lambda q: max(16, bi.max_length - len(_token_offsets(q, tokenizer)) - 8))
+        before_error = None
+    except ConfigError as exc:  # a long query left less room than a title needs
+        before, before_error = set(), str(exc)
     after = texts(lambda q: whole)
     full = {d.full_text for d in ds.corpus.values()}
     result = {
@@ -79,6 +84,7 @@ def main() -> None:
         "distinct_query_windows_before": len(
             {max(16, bi.max_length - len(_token_offsets(queries[q], tokenizer)) - 8) for q in qids}
         ),
+        "before_failed": before_error,
         "texts_before": len(before),
         "texts_before_not_full_texts": len(before - full),
         "texts_after": len(after),

@@ -196,7 +196,10 @@ class Dense(Retriever):
         if self.passages is not None:
             from winnow.retrieval.dense import PASSAGE_SPLITTER
 
-            identity.append(["passages", *built.window_settings(), PASSAGE_SPLITTER])
+            # the settings as given: the defaults follow from the model files, already in the
+            # identity, so a cached search is read back without loading the model
+            p = self.passages
+            identity.append(["passages", p.window, p.stride, PASSAGE_SPLITTER])
         return identity
 
     def _build(self, ctx: Context) -> Any:
