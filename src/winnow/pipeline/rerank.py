@@ -242,8 +242,9 @@ class ChunkedRerank(RescoreStage):
             *super().settings(),
             [self.window, self.stride, self.aggregate, self.max_chunks_per_doc, self.k],
             [second, self.chunk_depth],
-            # windows sized per query and cut at whitespace (older cache entries were neither)
-            "windows-per-query-at-whitespace",
+            # windows cut at whitespace, sized per query for cross-encoders and to the whole input
+            # for bi-encoders (older cache entries were sized per query for every kind)
+            "windows-at-whitespace-bi-encoder-whole-input",
         ]
 
     def score(

@@ -146,7 +146,12 @@ class BM25(Retriever):
 
 
 class Dense(Retriever):
-    """Exact dense retrieval with a sentence-transformers model (cosine similarity)."""
+    """Exact dense retrieval with a sentence-transformers model (cosine similarity).
+
+    With ``passages`` (MaxP) documents longer than the model's input are embedded as overlapping
+    windows of ``window`` tokens every ``stride`` tokens and scored by their best window
+    (:mod:`winnow.retrieval.passages`; defaults: the model's whole input, 25% overlap).
+    """
 
     def __init__(
         self,
@@ -155,30 +160,61 @@ class Dense(Retriever):
         *,
         device: str | None = None,
         dtype: str | None = None,
+        passages: bool = False,
+        window: int | None = None,
+        stride: int | None = None,
     ):
+        from winnow.retrieval.passages import PassageSettings
+
         super().__init__(top_k)
+        if not isinstance(passages, bool):
+            raise ConfigError(f"passages must be True or False, got {passages!r}")
+        if not passages and (window is not None or stride is not None):
+            raise ConfigError("window and stride apply with passages=True only")
         self.model = model
         self.device = device
         self.dtype = dtype
-        self.label = "dense" if model == DEFAULT_DENSE_MODEL else f"dense:{model}"
+        self.passages = PassageSettings(window, stride) if passages else None
+        if self.passages is None:
+            self.label = "dense" if model == DEFAULT_DENSE_MODEL else f"dense:{model}"
+        else:
+            self.label = "maxp" if model == DEFAULT_DENSE_MODEL else f"maxp:{model}"
+            given = [f"{k}={v}" for k, v in (("window", window), ("stride", stride)) if v]
+            if given:
+                self.label += "?" + "&".join(given)
 
     def _key(self) -> tuple:
-        return ("dense", self.model, self.device, self.dtype)
+        if self.passages is None:
+            return ("dense", self.model, self.device, self.dtype)
+        p = self.passages
+        return ("dense", self.model, self.device, self.dtype, "passages", p.window, p.stride)
 
     def _identity(self, built: Any) -> list[Any]:
         from winnow.pipeline.rerank import reranker_identity
 
-        return ["dense", reranker_identity(built.encoder)]
+        identity = ["dense", reranker_identity(built.encoder)]
+        if self.passages is not None:
+            from winnow.retrieval.dense import PASSAGE_SPLITTER
+
+            # the settings as given: the defaults follow from the model files, already in the
+            # identity, so a cached search is read back without loading the model
+            p = self.passages
+            identity.append(["passages", p.window, p.stride, PASSAGE_SPLITTER])
+        return identity
 
     def _build(self, ctx: Context) -> Any:
         from winnow.retrieval import Dense as DenseIndex
 
+        p = self.passages
         return DenseIndex(
             self.model,
             cache_dir=ctx.cache_dir,
             device=self.device,
             dtype=self.dtype,
             show_progress=ctx.progress,
+            passages=p is not None,
+            window=None if p is None else p.window,
+            stride=None if p is None else p.stride,
         )
 
 

@@ -228,6 +228,12 @@ class Reranker(ABC):
         self.load()
         return int(self.config.max_length or 512)
 
+    def document_window(self) -> int | None:
+        """Tokens of document text one input holds when the model encodes the query apart from
+        the document (a bi-encoder), so that windows of long documents need not leave room for
+        any query; None when query and document share one input (cross-encoders, LLMs)."""
+        return None
+
     def _run_engine(
         self, lengths, forward, desc: str = "scoring", progress: bool | None = None
     ) -> np.ndarray:
