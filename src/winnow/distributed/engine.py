@@ -57,7 +57,8 @@ class EngineOptions:
             address (``ray://head:10001`` or ``head:6379``).
         batch_size: rows per UDF call: large enough for the token-budget engine to sort and pack.
         use_process: run workers as separate processes (default: when ``workers > 1`` or on Ray);
-            threads in this process otherwise, which share its torch thread pool.
+            otherwise the UDF runs in this process (Daft's threads), where every instance shares
+            the process-wide model cache (one load) and torch's thread pool.
     """
 
     workers: int = 1
@@ -105,10 +106,11 @@ class EngineOptions:
     def cls_options(self) -> dict[str, Any]:
         """Keyword arguments of ``@daft.cls`` for a model worker."""
         options: dict[str, Any] = {
-            "max_concurrency": self.workers,
             "use_process": self.processes,
             "gpus": float(self.gpus_per_worker),
         }
+        if self.processes:  # Daft runs a pool of max_concurrency worker processes
+            options["max_concurrency"] = self.workers
         if self.ray_address is not None or self.cpus_per_worker is not None:
             options["cpus"] = self.worker_cpus
         return options

@@ -59,7 +59,7 @@ def _ids_text(names: tuple[str, ...], values: tuple[Any, ...]) -> str:
 
 
 def _batch_summary(rows: list[int], ids: list[str]) -> str:
-    shown = ", ".join(ids[:5]) + (f", ... ({len(ids)} in all)" if len(ids) > 5 else "")
+    shown = ", ".join(ids[:20]) + (f", ... ({len(ids)} in all)" if len(ids) > 20 else "")
     return f"a batch of {len(rows)} rows ({describe_row(min(rows))} to {describe_row(max(rows))}: {shown})"
 
 
@@ -101,8 +101,12 @@ class PairScorer:
         if self.info:
             n = len(rows)
             loads = winnow.model_loads(self.reranker.config.model)
-            arrays += [pa.array([os.getpid()] * n, pa.int64()), pa.array([loads] * n, pa.int64())]
-            names += ["worker_pid", "model_loads"]
+            arrays += [
+                pa.array([os.getpid()] * n, pa.int64()),
+                pa.array([loads] * n, pa.int64()),
+                pa.array([winnow.__file__] * n, pa.string()),
+            ]
+            names += ["worker_pid", "model_loads", "winnow_path"]
         return pa.StructArray.from_arrays(arrays, names=names)
 
 
@@ -158,8 +162,9 @@ def score_pairs_job(df, reranker, options: EngineOptions | None = None, *, worke
 
     ``df`` has ``query_id``, ``doc_id``, ``query``, ``text`` (other columns pass through);
     ``reranker`` is any winnow reranker whose scores depend on the pair only (not listwise).
-    With ``worker_info`` it also gets ``worker_pid`` and ``model_loads`` (loads of the model in
-    that worker's process so far): proof of one load per worker.
+    With ``worker_info`` it also gets ``worker_pid``, ``model_loads`` (loads of the model in
+    that worker's process so far: proof of one load per worker) and ``winnow_path`` (the
+    ``winnow/__init__.py`` the worker imported).
     """
     daft = require_daft()
     from daft import DataType, col
@@ -183,7 +188,11 @@ def score_pairs_job(df, reranker, options: EngineOptions | None = None, *, worke
         "num_tokens": DataType.int32(),
     }
     if worker_info:
-        fields |= {"worker_pid": DataType.int64(), "model_loads": DataType.int64()}
+        fields |= {
+            "worker_pid": DataType.int64(),
+            "model_loads": DataType.int64(),
+            "winnow_path": DataType.string(),
+        }
     method = daft.method.batch(
         PairScorer.__call__, return_dtype=DataType.struct(fields), batch_size=options.batch_size
     )
@@ -191,7 +200,8 @@ def score_pairs_job(df, reranker, options: EngineOptions | None = None, *, worke
     worker_cls.__module__ = __name__
     udf = daft.cls(worker_cls, **options.cls_options(), name_override="winnow.score_pairs")
     scorer = udf(reranker, __version__, options.torch_threads(), worker_info)
-    out = _with_rows(df)
+    # whole batches for the token-budget engine (a reader's morsels can be a few rows each)
+    out = _with_rows(df).into_batches(options.batch_size)
     result = "_winnow_scored"
     out = out.with_column(
         result, scorer(col(ROW), col("query_id"), col("doc_id"), col("query"), col("text"))
@@ -230,7 +240,7 @@ def encode_job(df, encoder, options: EngineOptions | None = None, *, dimension: 
     udf = daft.cls(worker_cls, **options.cls_options(), name_override="winnow.encode")
     worker = udf(encoder, __version__, options.torch_threads())
     title = col("title") if "title" in df.column_names else lit(None).cast(DataType.string())
-    out = _with_rows(df)
+    out = _with_rows(df).into_batches(options.batch_size)
     out = out.with_column("embedding", worker(col(ROW), col("doc_id"), title, col("text")))
     return out.select(col("doc_id"), col("embedding"))
 
