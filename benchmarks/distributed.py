@@ -100,7 +100,9 @@ def child_score(args) -> dict:
     table = pq.read_table(args.pairs).to_pydict()
     pairs = list(zip(table["query"], table["text"]))
     rr = winnow.load_reranker(args.model, "cross-encoder", device="cpu", dtype="float32")
-    rr.warmup()
+    # warm torch's kernels for the shapes of these pairs (the first call over new sequence
+    # lengths is several times slower); the Daft jobs that follow find them warm too
+    rr.score_pairs(pairs[:: max(1, len(pairs) // 500)])
     results = []
     started = time.perf_counter()
     ref = rr.score_pairs(pairs)
@@ -166,6 +168,9 @@ def child_encode(args) -> dict:
 
     encoder = winnow.load_reranker(args.model, "bi-encoder", device="cpu", memo_mb=0)
     encoder.load()
+    with open(args.corpus, encoding="utf-8") as f:  # warm torch's kernels (see child_score)
+        warm = [json.loads(line)["text"] for _, line in zip(range(2000), f)]
+    encoder.encode_documents(warm, show_progress=False)
     out = Path(args.out)
     started = time.perf_counter()
     if args.engine == "in-process":
