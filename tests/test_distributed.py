@@ -183,21 +183,10 @@ def test_cli_encode_writes_an_embedding_column(tiny_bi_encoder, tmp_path, shared
     np.testing.assert_allclose(np.stack(got["embedding"]), expected, rtol=0, atol=1e-6)
 
 
-def test_engine_flags_need_engine_daft(tmp_path):
-    code = main(
-        [
-            "rerank",
-            "--dataset",
-            "x",
-            "--run",
-            "r",
-            "--output",
-            str(tmp_path / "o"),
-            "--workers",
-            "2",
-        ]
-    )
-    assert code == 2
+def test_engine_flags_need_engine_daft(tmp_path, capsys):
+    args = ["rerank", "--dataset", "x", "--run", "r", "--output", str(tmp_path / "o")]
+    assert main([*args, "--workers", "2"]) == 2
+    assert "--workers need --engine daft" in capsys.readouterr().err
 
 
 # -- remote inputs and eval/rerank on Daft -------------------------------------------------------
