@@ -61,6 +61,9 @@ def _common(p: argparse.ArgumentParser, data_dir: str | None) -> None:
         help="documents per query a reranker re-scores (default: 100)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    from winnow.distributed.commands import add_engine_arguments
+
+    add_engine_arguments(p)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -168,6 +171,10 @@ def _cache(args: argparse.Namespace) -> Path | None:
 def _load(args: argparse.Namespace):
     from winnow.data import load_dataset
 
+    if "://" in args.dataset:  # a BEIR folder at a URL: read by Daft (winnow[distributed])
+        from winnow.distributed.io import load_dataset_url
+
+        return load_dataset_url(args.dataset, args.split)
     cache = _cache(args)
     return load_dataset(
         args.dataset,
@@ -287,11 +294,18 @@ def run_eval(args: argparse.Namespace) -> int:
     if baseline not in specs:
         raise ConfigError(f"--baseline {baseline!r} is not one of --systems: {', '.join(specs)}")
     metrics = parse_metrics(args.metrics)
+    from winnow.distributed.commands import engine_options
+
+    engine = engine_options(args)
     if args.output:
         _check_output_folder(args.output)
     with _output_lock(args.output) if args.output else contextlib.nullcontext():
         options = _options(args, args.reranker)
         pipelines = {spec: parse_system(spec, options) for spec in specs}
+        if engine is not None:
+            from winnow.distributed.stages import on_engine
+
+            pipelines = {spec: on_engine(stage, engine) for spec, stage in pipelines.items()}
         dataset = _load(args)
         result = experiment(
             pipelines,
@@ -321,11 +335,22 @@ def run_eval(args: argparse.Namespace) -> int:
 def run_rerank(args: argparse.Namespace) -> int:
     from winnow.data import read_run, write_run
     from winnow.data.trec import run_line
+    from winnow.distributed.commands import engine_options
     from winnow.errors import DatasetError
     from winnow.pipeline import ChunkedRerank, Context, Rerank
 
+    engine = engine_options(args)
+    if engine is not None and args.chunked:
+        from winnow.errors import ConfigError
+
+        raise ConfigError("--chunked runs on --engine local only")
     _check_output_file(args.output)
-    run = read_run(args.run)
+    if "://" in args.run:  # read by Daft (winnow[distributed])
+        from winnow.distributed.io import read_run_table
+
+        run = read_run_table(args.run)
+    else:
+        run = read_run(args.run)
     if not run:
         raise DatasetError("the run file holds no lines: nothing to rerank", args.run)
     dataset = _load(args)
@@ -334,19 +359,23 @@ def run_rerank(args: argparse.Namespace) -> int:
             raise DatasetError(
                 f"query {qid!r} is not a query of dataset {dataset.name!r}",
                 args.run,
-                run_line(args.run, qid),
+                None if "://" in args.run else run_line(args.run, qid),
             )
         missing = next((d for d in ranking if d not in dataset.corpus), None)
         if missing is not None:
             raise DatasetError(
                 f"document {missing!r} (query {qid!r}) is not in the corpus of {dataset.name!r}",
                 args.run,
-                run_line(args.run, qid, missing),
+                None if "://" in args.run else run_line(args.run, qid, missing),
             )
     options = _options(args, args.model)
     reranker = options.load(args.model)
     if args.chunked:
         stage = ChunkedRerank(reranker, args.window, args.stride, args.aggregate, depth=args.depth)
+    elif engine is not None:
+        from winnow.distributed.stages import DaftRerank
+
+        stage = DaftRerank(reranker, depth=args.depth, engine=engine)
     else:
         stage = Rerank(reranker, depth=args.depth)
     ctx = Context(dataset, cache_dir=_cache(args), progress=_progress(args))

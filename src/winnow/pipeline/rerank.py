@@ -74,6 +74,9 @@ class RescoreStage(Stage):
     """Shared machinery: pick the top ``depth``, look up texts, cache scores, keep the tail."""
 
     phase = "rerank"
+    #: The name the stage's cache entries are filed under (None: its class's name). A stage run
+    #: on another engine (``winnow.distributed``) keeps its local twin's, so both share entries.
+    cache_name: str | None = None
 
     def __init__(self, reranker: Reranker, depth: int | None, batch_queries: int | None):
         if not isinstance(reranker, Reranker):
@@ -91,7 +94,8 @@ class RescoreStage(Stage):
         """Stage settings that change the scores (part of the cache key)."""
         from winnow import __version__
 
-        return [type(self).__name__, __version__, reranker_identity(self.reranker)]
+        name = self.cache_name or type(self).__name__
+        return [name, __version__, reranker_identity(self.reranker)]
 
     def score(
         self, texts: list[str], docs: list[list[Document]], ctx: Context

@@ -31,6 +31,10 @@ class Retriever(Stage):
     The incoming run (if any) is ignored: a retriever ranks the whole corpus for every query.
     """
 
+    #: The name the stage's cache entries are filed under (None: its class's name). A stage run
+    #: on another engine (``winnow.distributed``) keeps its local twin's, so both share entries.
+    cache_name: str | None = None
+
     def __init__(self, top_k: int = 1000):
         if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
             raise ConfigError(f"top_k must be a positive integer, got {top_k!r}")
@@ -73,7 +77,8 @@ class Retriever(Stage):
         from winnow import __version__
 
         h = hashlib.sha256()
-        identity = [type(self).__name__, __version__, self._identity(self._built(ctx)), self.top_k]
+        name = self.cache_name or type(self).__name__
+        identity = [name, __version__, self._identity(self._built(ctx)), self.top_k]
         h.update(json.dumps(identity, default=str).encode())
         h.update(ctx.corpus_fingerprint().encode())
         h.update(json.dumps(list(queries.items())).encode())

@@ -172,6 +172,18 @@ class Reranker(ABC):
         c = self.config
         return f"{type(self).__name__}(model={c.model!r}, device={c.device!r}, dtype={c.dtype!r})"
 
+    # -- pickling ----------------------------------------------------------------------------
+    def __reduce__(self):
+        """Pickle as the configuration only (kind, model path, options, device, dtype).
+
+        Unpickled, it is the process-wide cached instance of that configuration
+        (``loading.reranker_from_config``), whose weights load lazily on first use; so a reranker
+        ships to Daft or Ray workers without its weights, locks or memo.
+        """
+        from winnow.rerankers.loading import reranker_from_config
+
+        return (reranker_from_config, (self.config,))
+
     # -- loading -----------------------------------------------------------------------------
     @property
     def loaded(self) -> bool:

@@ -359,8 +359,7 @@ class Dense:
         embeddings and the checkpoint folders (to remove once the whole entry is saved)."""
         step = self.checkpoint_every
         if len(texts) <= step:  # one chunk: nothing to resume from
-            emb = self.encoder.encode_documents(texts, show_progress=self._progress())
-            return np.asarray(emb, dtype=np.float32), []
+            return self.encode_documents(texts), []
         out: np.ndarray | None = None  # filled chunk by chunk: no second copy of the matrix
         folders: list[Path] = []
         reused = 0
@@ -375,10 +374,7 @@ class Dense:
                 if emb is not None:
                     reused += end - begin
             if folder is None or emb is None:
-                emb = np.asarray(
-                    self.encoder.encode_documents(texts[begin:end], show_progress=self._progress()),
-                    dtype=np.float32,
-                )
+                emb = self.encode_documents(texts[begin:end])
                 if folder is not None:
                     meta = {**params, "model_path": self.model}
                     save_entry(folder, meta, lambda f, e=emb: np.save(f / EMBEDDINGS, e))
@@ -390,6 +386,12 @@ class Dense:
                 "dense: %d of %d document embeddings read from checkpoints", reused, len(texts)
             )
         return out, folders
+
+    def encode_documents(self, texts: list[str]) -> np.ndarray:
+        """Float32 embeddings of documents' texts (one chunk of ``index``); the Daft engine's
+        index (``winnow.distributed.stages``) runs this on its workers instead."""
+        emb = self.encoder.encode_documents(texts, show_progress=self._progress())
+        return np.asarray(emb, dtype=np.float32)
 
     def search(self, queries: Mapping[str, str], top_k: int = 1000) -> Run:
         """Top ``top_k`` documents per query by cosine similarity, best first.
