@@ -165,6 +165,7 @@ def test_ranx_conversion_names_bad_values():
         ("langchain", "langchain_core", "langchain"),
         ("llama_index", "llama_index", "llama-index"),
         ("ranx", "ranx", "ranx"),
+        ("mcp", "mcp", "mcp"),
     ],
 )
 def test_missing_package_names_the_pip_command(module, package, extra):

@@ -16,6 +16,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "winnow.training.mine_commands",
     "winnow.evaluation.tune",
     "winnow.training.train_commands",
+    "winnow.integrations.commands",
 )
 
 
