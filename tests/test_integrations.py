@@ -166,6 +166,7 @@ def test_ranx_conversion_names_bad_values():
         ("llama_index", "llama_index", "llama-index"),
         ("ranx", "ranx", "ranx"),
         ("mcp", "mcp", "mcp"),
+        ("pyterrier", "pyterrier", "pyterrier"),
     ],
 )
 def test_missing_package_names_the_pip_command(module, package, extra):
