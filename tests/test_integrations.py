@@ -167,6 +167,7 @@ def test_ranx_conversion_names_bad_values():
         ("ranx", "ranx", "ranx"),
         ("mcp", "mcp", "mcp"),
         ("pyterrier", "pyterrier", "pyterrier"),
+        ("ir_datasets", "ir_datasets", "ir-datasets"),
     ],
 )
 def test_missing_package_names_the_pip_command(module, package, extra):
