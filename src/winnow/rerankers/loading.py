@@ -55,7 +55,9 @@ def load_reranker(
             ``max_tokens`` (token budget per batch), ``max_batch_size``, ``show_progress``); an
             unknown name or a value of the wrong type is a ConfigError listing the valid ones.
 
-    The same arguments give the same instance, across calls and threads. The weights load lazily on
+    ``reranker.name`` is ``model`` as given (a hub id stays a hub id in reprs, labels and reports);
+    ``reranker.config.model`` is the folder it resolved to. The same arguments give the same
+    instance, across calls and threads. The weights load lazily on
     first use (or ``reranker.load()``) and are shared by instances that differ only in options.
     """
     if options.get("backend") == "ollama":
@@ -73,7 +75,8 @@ def load_reranker(
     if max_length is not None and (not isinstance(max_length, int) or max_length < 8):
         raise ConfigError(f"max_length must be an integer >= 8, got {max_length!r}")
     frozen = _freeze(options)
-    key = (path, kind, resolved_device, resolved_dtype, max_length, activation, frozen)
+    name = os.fspath(model)  # what the user called it, shown beside the path it resolved to
+    key = (path, kind, resolved_device, resolved_dtype, max_length, activation, frozen, name)
 
     def build() -> Reranker:
         config = RerankerConfig(
@@ -84,6 +87,7 @@ def load_reranker(
             max_length=max_length,
             activation=activation,
             options=frozen,
+            name=name,
         )
         return cls(config)
 
