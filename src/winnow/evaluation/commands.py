@@ -75,7 +75,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description=(
             "Run each system on the collection's judged queries, evaluate it (ir_measures), test it\n"
-            "against the baseline (paired t-test, Holm correction) and time every stage.\n\n"
+            "against the baseline (paired t-test and Holm correction by default: --test,\n"
+            "--correction) and time every stage.\n\n"
             "Systems are names or expressions: NAME, X % N (keep the top N), X >> Y (then),\n"
             "(X | Y) >> rrf|combsum|combmnz (fusion), rerank:MODEL, KIND:MODEL, llm:MODEL,\n"
             "dense:MODEL, chunked:MODEL. Example: 'bm25%100>>rerank:cross-encoder/ms-marco-MiniLM-L-6-v2'.\n"
@@ -117,6 +118,19 @@ def register(sub: argparse._SubParsersAction) -> None:
         help=f"comma-separated metrics (default: {','.join(DEFAULT_METRICS)})",
     )
     p.add_argument("--alpha", type=float, default=0.05, help="significance level (default: 0.05)")
+    p.add_argument(
+        "--test",
+        choices=("t-test", "wilcoxon", "randomization"),
+        default="t-test",
+        help="paired significance test against the baseline: t-test (default), wilcoxon "
+        "(signed-rank) or randomization (Fisher's, 10000 sign flips, seed 0)",
+    )
+    p.add_argument(
+        "--correction",
+        choices=("holm", "bonferroni", "none"),
+        default="holm",
+        help="multiple-comparison correction over the systems (default: holm)",
+    )
     p.add_argument("--no-plot", action="store_true", help="do not draw plot.png")
     p.add_argument(
         "--json", action="store_true", help="print metrics.json to stdout instead of tables"
@@ -299,6 +313,8 @@ def run_eval(args: argparse.Namespace) -> int:
             baseline=baseline,
             metrics=metrics,
             alpha=args.alpha,
+            test=args.test,
+            correction=args.correction,
             queries=args.queries,
             cache_dir=_cache(args),
             progress=_progress(args),
