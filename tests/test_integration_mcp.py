@@ -129,3 +129,42 @@ def test_mcp_over_streamable_http_with_the_sdk_client(tiny_bert, adi):
 
     with serving_http(server) as url:
         anyio.run(main, url)
+
+
+def test_winnow_mcp_command_serves_streamable_http(tiny_bert, tmp_path):
+    """`winnow mcp --transport http` as a user starts it: a subprocess on 127.0.0.1, stopped after."""
+    import subprocess
+
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()  # the command binds it itself; a clash would fail the start, not the check
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "HF_HUB_OFFLINE": "1"}
+    cmd = [sys.executable, "-m", "winnow.cli", "mcp", "--model", f"tiny={tiny_bert}"]
+    cmd += ["--transport", "http", "--port", str(port)]
+    log = (tmp_path / "err.txt").open("w")
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=log)
+    reranker = winnow.load_reranker(tiny_bert)
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            assert proc.poll() is None, (tmp_path / "err.txt").read_text()
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
+                break
+            assert time.monotonic() < deadline, "winnow mcp did not listen in time"
+            time.sleep(0.1)
+
+        async def main():
+            with anyio.fail_after(120):
+                async with Client(f"http://127.0.0.1:{port}/mcp") as client:
+                    tools = [t.name for t in (await client.list_tools()).tools]
+                    assert tools == ["rerank"]  # no --dataset: no search tool
+                    got = await client.call_tool("rerank", {"query": QUERY, "documents": DOCS})
+                    assert got.structured_content["model"] == "tiny"
+                    assert got.structured_content["results"] == expected_rerank(reranker)
+
+        anyio.run(main)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+        log.close()
