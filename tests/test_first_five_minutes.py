@@ -22,11 +22,15 @@ def test_1_a_reranker():
         "how do wings make lift?",
         [
             {"id": "a", "text": "Heat transfer in a laminar boundary layer."},
-            {"id": "b", "text": "The wing turns the flow down and gains lift.", "metadata": {"p": 3}},
+            {
+                "id": "b",
+                "text": "The wing turns the flow down and gains lift.",
+                "metadata": {"p": 3},
+            },
         ],
         top_k=1,
     )
-    print(hits[0].id, round(hits[0].score, 3), hits[0].metadata)  # b 0.6.. {'p': 3}
+    print(hits[0].id, round(hits[0].score, 3), hits[0].metadata)  # b 0.738 {'p': 3}
     assert hits[0].id == "b" and hits[0].metadata == {"p": 3}
 
 
@@ -38,8 +42,10 @@ def test_2_a_pipeline_on_a_collection(data):
     pipe = (BM25() % 50 >> Rerank(reranker) % 10).bind("cranfield")
     for hit in pipe.search("boundary layer on a flat plate", top_k=3):
         print(hit.rank, hit.doc_id, round(hit.score, 3), hit.title[:60])
-    run = pipe({"1": "what is lift?", "2": "heat transfer at mach 3"})  # {query_id: {doc_id: score}}
-    assert set(run) == {"1", "2"} and all(len(r) == 50 for r in run.values())
+    run = pipe(
+        {"1": "what is lift?", "2": "heat transfer at mach 3"}
+    )  # {query_id: {doc_id: score}}
+    assert set(run) == {"1", "2"} and all(len(r) == 10 for r in run.values())
 
 
 def test_3_an_evaluation(data):
@@ -84,5 +90,7 @@ def test_5_an_integration():
     compressor = WinnowRerank(reranker="sentence-transformers/all-MiniLM-L6-v2", top_k=1)
     docs = [Document("Heat transfer in a plate."), Document("Wings make lift.", metadata={"n": 2})]
     best = compressor.compress_documents(docs, "how do wings make lift?")
-    print(best[0].page_content, best[0].metadata)  # Wings make lift. {'n': 2, 'relevance_score': ...}
+    print(
+        best[0].page_content, best[0].metadata
+    )  # Wings make lift. {'n': 2, 'relevance_score': ...}
     assert best[0].metadata["n"] == 2
