@@ -14,6 +14,9 @@ from pathlib import Path
 # with it would only reproduce `dense`; reranking BM25's candidates shows what a reranker adds.
 DEFAULT_SYSTEMS = "bm25,dense,hybrid,bm25+rerank"
 DEFAULT_RERANKER = "bi-encoder:sentence-transformers/all-MiniLM-L6-v2"
+#: ``winnow.rerankers.chunking.AGGREGATIONS`` (written out: the parser must not import numpy;
+#: a test keeps the two equal)
+AGGREGATIONS = ("max", "first", "mean", "kmax")
 DEFAULT_CACHE = "~/.cache/winnow"
 DEFAULT_DENSE = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -78,7 +81,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description=(
             "Run each system on the collection's judged queries, evaluate it (ir_measures), test it\n"
-            "against the baseline (paired t-test, Holm correction) and time every stage.\n\n"
+            "against the baseline (paired t-test and Holm correction by default: --test,\n"
+            "--correction) and time every stage.\n\n"
             "Systems are names or expressions: NAME, X % N (keep the top N), X >> Y (then),\n"
             "(X | Y) >> rrf|combsum|combmnz (fusion), rerank:MODEL, KIND:MODEL, llm:MODEL,\n"
             "dense:MODEL, chunked:MODEL. Example: 'bm25%100>>rerank:cross-encoder/ms-marco-MiniLM-L-6-v2'.\n"
@@ -101,7 +105,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--output", default=None, help="folder for runs/*.trec, metrics.json, report.md, plot.png"
     )
-    p.add_argument("--reranker", default=DEFAULT_RERANKER, help=_RERANKER_HELP)
+    # --model is accepted too: `winnow rerank` and `winnow score` call it that
+    p.add_argument(
+        "--reranker", "--model", dest="reranker", default=DEFAULT_RERANKER, help=_RERANKER_HELP
+    )
     p.add_argument(
         "--dense-model",
         default=DEFAULT_DENSE,
@@ -120,6 +127,19 @@ def register(sub: argparse._SubParsersAction) -> None:
         help=f"comma-separated metrics (default: {','.join(DEFAULT_METRICS)})",
     )
     p.add_argument("--alpha", type=float, default=0.05, help="significance level (default: 0.05)")
+    p.add_argument(
+        "--test",
+        choices=("t-test", "wilcoxon", "randomization"),
+        default="t-test",
+        help="paired significance test against the baseline: t-test (default), wilcoxon "
+        "(signed-rank) or randomization (Fisher's, 10000 sign flips, seed 0)",
+    )
+    p.add_argument(
+        "--correction",
+        choices=("holm", "bonferroni", "none"),
+        default="holm",
+        help="multiple-comparison correction over the systems (default: holm)",
+    )
     p.add_argument("--no-plot", action="store_true", help="do not draw plot.png")
     p.add_argument(
         "--json", action="store_true", help="print metrics.json to stdout instead of tables"
@@ -134,7 +154,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     _common(r, data_dir)
     r.add_argument("--run", required=True, help="input TREC run file")
-    r.add_argument("--model", default=DEFAULT_RERANKER, help=_RERANKER_HELP)
+    r.add_argument(
+        "--model",
+        "--reranker",
+        dest="model",
+        default=DEFAULT_RERANKER,
+        metavar="[KIND:]MODEL[?KEY=VALUE&...]",
+        help="the reranker that re-scores the run: a hub id or local folder, optionally "
+        "KIND:MODEL and the kind's options (docs/llm.md); default all-MiniLM-L6-v2 as a "
+        "bi-encoder (offline); --reranker is the same flag, as `winnow eval` spells it",
+    )
     r.add_argument("--output", required=True, help="output TREC run file (written atomically)")
     r.add_argument(
         "--chunked", action="store_true", help="split long documents into windows and aggregate"
@@ -154,7 +183,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument(
         "--aggregate",
         default="max",
-        help="window aggregation for --chunked: max, first, mean, kmax",
+        choices=AGGREGATIONS,
+        help="window aggregation for --chunked (default: max)",
     )
     r.add_argument("--tag", default="winnow", help="run tag written in the last TREC column")
     r.set_defaults(func=run_rerank)
@@ -287,6 +317,13 @@ def run_eval(args: argparse.Namespace) -> int:
     from winnow.evaluation.report import print_tables, write_report
     from winnow.pipeline.spec import parse_system, split_systems
 
+    if args.output and not args.no_plot:  # before any work: the plot needs matplotlib
+        from winnow.errors import MissingExtraError
+
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError as exc:
+            raise MissingExtraError("report", "matplotlib") from exc
     specs = split_systems(args.systems)
     if len(set(specs)) != len(specs):
         raise ConfigError(f"--systems lists a system twice: {args.systems}")
@@ -313,6 +350,8 @@ def run_eval(args: argparse.Namespace) -> int:
             baseline=baseline,
             metrics=metrics,
             alpha=args.alpha,
+            test=args.test,
+            correction=args.correction,
             queries=args.queries,
             cache_dir=_cache(args),
             progress=_progress(args),

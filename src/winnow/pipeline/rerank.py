@@ -174,7 +174,7 @@ class Rerank(RescoreStage):
         name: str | None = None,
     ):
         super().__init__(reranker, depth, batch_queries)
-        self.label = f"rerank:{short_model_name(name or reranker.config.model)}"
+        self.label = f"rerank:{short_model_name(name or reranker.name)}"
 
     def settings(self) -> list[Any]:
         return [*super().settings(), "full_text"]
@@ -236,9 +236,9 @@ class ChunkedRerank(RescoreStage):
         self.window, self.stride, self.aggregate = window, stride, aggregate
         self.max_chunks_per_doc, self.k = max_chunks_per_doc, k
         self.rerank_chunks, self.chunk_depth = rerank_chunks, chunk_depth
-        self.label = f"chunked:{short_model_name(name or reranker.config.model)}"
+        self.label = f"chunked:{short_model_name(name or reranker.name)}"
         if rerank_chunks is not None:
-            self.label += f">>chunks:{short_model_name(rerank_chunks.config.model)}"
+            self.label += f">>chunks:{short_model_name(rerank_chunks.name)}"
 
     def settings(self) -> list[Any]:
         second = reranker_identity(self.rerank_chunks) if self.rerank_chunks else None

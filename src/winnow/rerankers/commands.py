@@ -16,6 +16,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--model",
+        "--reranker",
+        dest="model",
         required=True,
         metavar="[KIND:]MODEL[?KEY=VALUE&...]",
         help="hub id or local model folder, optionally with its kind and the kind's options, "

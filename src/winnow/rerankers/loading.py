@@ -55,7 +55,9 @@ def load_reranker(
             ``max_tokens`` (token budget per batch), ``max_batch_size``, ``show_progress``); an
             unknown name or a value of the wrong type is a ConfigError listing the valid ones.
 
-    The same arguments give the same instance, across calls and threads. The weights load lazily on
+    ``reranker.name`` is ``model`` as given (a hub id stays a hub id in reprs, labels and reports);
+    ``reranker.config.model`` is the folder it resolved to. The same arguments give the same
+    instance, across calls and threads. The weights load lazily on
     first use (or ``reranker.load()``) and are shared by instances that differ only in options.
     """
     if options.get("backend") == "ollama":
@@ -80,6 +82,7 @@ def load_reranker(
         max_length=max_length,
         activation=activation,
         options=_freeze(options),
+        name=os.fspath(model),  # what the user called it, shown beside the path it resolved to
     )
     return reranker_from_config(config)
 
@@ -92,7 +95,7 @@ def reranker_from_config(config: RerankerConfig) -> Reranker:
     cached instance, whose weights load on first use.
     """
     c = config
-    key = (c.model, c.kind, c.device, c.dtype, c.max_length, c.activation, c.options)
+    key = (c.model, c.kind, c.device, c.dtype, c.max_length, c.activation, c.options, c.name)
     return RERANKERS.get_or_create(key, lambda: get_kind(c.kind)(c))
 
 
