@@ -282,9 +282,9 @@ class PlaidIndex(MultiVectorIndex):
         }
         # One thread per query: its products are small, and multi-threaded BLAS / OpenMP on
         # small products is slower than one thread (and far slower on a busy machine).
-        from threadpoolctl import threadpool_limits
+        threadpoolctl = require("threadpoolctl", "faiss")
 
-        with threadpool_limits(limits=1):
+        with threadpoolctl.threadpool_limits(limits=1):
             return [self._search_one(q, k, **settings) for q in queries]
 
     def _search_one(
