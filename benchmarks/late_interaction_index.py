@@ -192,7 +192,7 @@ def main() -> None:
     p.add_argument("--corpora", default="cranfield,synthetic")
     p.add_argument("--encode-only", action="store_true", help="encode and cache, then stop")
     p.add_argument("--ncentroids", type=int, default=None)
-    p.add_argument("--nbits", type=int, default=4)
+    p.add_argument("--nbits", type=int, default=8)
     p.add_argument("--nprobe", type=int, default=None)
     p.add_argument("--ndocs", type=int, default=None)
     p.add_argument("--threshold", type=float, default=None, help="centroid_score_threshold")

@@ -113,9 +113,8 @@ def test_plaid_agrees_with_exact(token_vectors, exact, plaid):
     got = plaid.search(qs, k=100)
     top10 = np.mean([_overlap(a, b, 10) for a, b in zip(ref, got)])
     recall100 = np.mean([_overlap(a, b, 100) for a, b in zip(ref, got)])
-    print(f"top10 {top10:.4f} recall@100 {recall100:.4f}")
-    assert top10 >= 0.95
-    assert recall100 >= 0.95
+    assert top10 >= 0.98  # measured 0.997 with the defaults (8-bit residuals, nprobe 4)
+    assert recall100 >= 0.98  # measured 0.998
     # PLAID's scores are MaxSim over the decompressed vectors: close to the exact ones
     ref_scores = {d: s for d, s in ref[0]}
     for d, s in got[0][:10]:
