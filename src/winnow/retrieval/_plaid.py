@@ -232,8 +232,10 @@ class PlaidIndex(MultiVectorIndex):
         """The stored (approximate) vectors of the given tokens: centroid + residual, normalised."""
         codes = np.asarray(self.codes[token_positions])
         res = np.ascontiguousarray(self.residuals[token_positions])
-        vecs = self.centroids[codes] + self._codec.sa_decode(res)
-        vecs /= np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
+        vecs = self._codec.sa_decode(res)
+        vecs += self.centroids[codes]
+        norms = np.sqrt(np.einsum("ij,ij->i", vecs, vecs))
+        vecs /= np.maximum(norms, 1e-12)[:, None]
         return vecs
 
     # -- search -----------------------------------------------------------------------------
@@ -245,20 +247,28 @@ class PlaidIndex(MultiVectorIndex):
         seg = np.repeat(starts - (np.cumsum(lens) - lens), lens)
         return np.arange(int(lens.sum()), dtype=np.int64) + seg
 
-    def _centroid_maxsim(
-        self, scores: np.ndarray, docs: np.ndarray, kept: np.ndarray | None
-    ) -> np.ndarray:
-        """Approximate MaxSim of ``docs`` from query-centroid ``scores`` (query tokens x C)."""
+    def _centroid_maxsim(self, table: np.ndarray, docs: np.ndarray) -> np.ndarray:
+        """Approximate MaxSim of ``docs`` from ``table``, the (centroids x query tokens) scores.
+
+        Each document's centroid ids are laid out in a (documents x longest) matrix, shorter
+        documents padded with an extra centroid that scores -inf; its rows of the table are
+        gathered (one short contiguous copy per token), the maximum taken over the document's
+        tokens and the sum over query tokens (``np.maximum.reduceat`` is several times slower).
+        """
+        n_c, lq = table.shape
+        ext = np.vstack([table, np.full((1, lq), -np.inf, dtype=table.dtype)])
         out = np.empty(len(docs), dtype=np.float32)
-        q_lens = np.array([len(scores)], dtype=np.int64)
-        per_block = max(1, GATHER_BLOCK // (len(scores) * max(int(self.doclens.max()), 1)))
+        lens_all = self.doclens[docs]
+        longest = int(lens_all.max())
+        steps = np.arange(longest)
+        last = self.num_tokens - 1
+        per_block = max(1, GATHER_BLOCK // (lq * longest))
         for begin in range(0, len(docs), per_block):
             part = docs[begin : begin + per_block]
-            codes = np.asarray(self.codes[self._token_positions(part)])
-            vals = scores[:, codes]
-            if kept is not None:
-                vals[:, ~kept[codes]] = 0.0
-            out[begin : begin + len(part)] = segment_maxsim(vals, q_lens, self.doclens[part])[0]
+            lens = lens_all[begin : begin + per_block]
+            pos = np.minimum(self._offsets[part][:, None] + steps, last)
+            codes = np.where(steps < lens[:, None], self.codes[pos], n_c)
+            out[begin : begin + len(part)] = ext[codes].max(axis=1).sum(axis=1)
         return out
 
     def _search(self, queries: list[np.ndarray], k: int, **knobs: Any) -> list[Hits]:
@@ -270,7 +280,12 @@ class PlaidIndex(MultiVectorIndex):
             )
             for name in self.search_knobs
         }
-        return [self._search_one(q, k, **settings) for q in queries]
+        # One thread per query: its products are small, and multi-threaded BLAS / OpenMP on
+        # small products is slower than one thread (and far slower on a busy machine).
+        threadpoolctl = require("threadpoolctl", "faiss")
+
+        with threadpoolctl.threadpool_limits(limits=1):
+            return [self._search_one(q, k, **settings) for q in queries]
 
     def _search_one(
         self, q: np.ndarray, k: int, *, nprobe: int, ndocs: int, centroid_score_threshold: float
@@ -285,10 +300,12 @@ class PlaidIndex(MultiVectorIndex):
         if not len(cand):
             return []
         # (2) centroid interaction with pruning, (3) without, on the survivors
-        kept = scores.max(axis=0) >= centroid_score_threshold
-        approx = self._centroid_maxsim(scores, cand, kept)
+        table = np.ascontiguousarray(scores.T)  # centroids x query tokens
+        pruned = table.copy()
+        pruned[table.max(axis=1) < centroid_score_threshold] = 0.0
+        approx = self._centroid_maxsim(pruned, cand)
         cand = cand[top_hits(approx, ndocs, self._doc_order, cand)]
-        approx = self._centroid_maxsim(scores, cand, None)
+        approx = self._centroid_maxsim(table, cand)
         cand = cand[top_hits(approx, max(ndocs // 4, k), self._doc_order, cand)]
         # (4) decompress the survivors and score them with MaxSim
         cand = np.sort(cand)
