@@ -145,6 +145,15 @@ def test_passage_index_is_cached_and_read_back(
     assert np.array_equal(again.window_doc, first.window_doc)
     assert again.search(queries, top_k=10) == run
 
+    # a damaged window map is rebuilt, not trusted
+    (entry,) = [e for e in (tmp_path / "dense").iterdir() if (e / "window_doc.npy").exists()]
+    np.save(entry / "window_doc.npy", first.window_doc[::-1].copy())
+    monkeypatch.undo()
+    rebuilt = Dense(short_bi_encoder, cache_dir=tmp_path, device="cpu", passages=True)
+    rebuilt.index(long_corpus)
+    assert rebuilt.timings["cache_hit"] == 0.0
+    assert rebuilt.search(queries, top_k=10) == run
+
 
 def test_passage_settings_are_checked(short_bi_encoder):
     with pytest.raises(ConfigError, match="window=31 tokens does not fit the model"):
