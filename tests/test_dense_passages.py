@@ -145,6 +145,15 @@ def test_passage_index_is_cached_and_read_back(
     assert np.array_equal(again.window_doc, first.window_doc)
     assert again.search(queries, top_k=10) == run
 
+    # a damaged window map is rebuilt, not trusted
+    (entry,) = [e for e in (tmp_path / "dense").iterdir() if (e / "window_doc.npy").exists()]
+    np.save(entry / "window_doc.npy", first.window_doc[::-1].copy())
+    monkeypatch.undo()
+    rebuilt = Dense(short_bi_encoder, cache_dir=tmp_path, device="cpu", passages=True)
+    rebuilt.index(long_corpus)
+    assert rebuilt.timings["cache_hit"] == 0.0
+    assert rebuilt.search(queries, top_k=10) == run
+
 
 def test_passage_settings_are_checked(short_bi_encoder):
     with pytest.raises(ConfigError, match="window=31 tokens does not fit the model"):
@@ -172,3 +181,28 @@ def test_maxp_spec_words(short_bi_encoder):
         parse_system(f"maxp:{short_bi_encoder}?windw=20")
     with pytest.raises(ConfigError, match="stride must be a positive number of tokens"):
         parse_system(f"maxp:{short_bi_encoder}?stride=-1")
+
+
+def test_maxp_stage_searches_the_context_and_caches_its_run(
+    short_bi_encoder, long_corpus, tmp_path, fresh_cache
+):
+    from winnow.pipeline import Context
+    from winnow.pipeline.spec import parse_system
+    from winnow.types import Dataset
+
+    queries = {"q1": "wing lift", "q2": "heat transfer"}
+    ds = Dataset("long", long_corpus, queries, {})
+    stage = parse_system(f"maxp:{short_bi_encoder}?window=20")
+    first_ctx = Context(ds, cache_dir=tmp_path)
+    first = stage.transform(queries, None, first_ctx)
+    index = stage.retriever(first_ctx)
+    assert index.window_settings() == (20, 15)
+    assert first == index.search(queries, top_k=1000)
+    again_ctx = Context(ds, cache_dir=tmp_path)
+    assert stage.transform(queries, None, again_ctx) == first
+    assert again_ctx.timings[-1].cached  # read back from the search cache
+    # another window is another index and another search
+    other = parse_system(f"maxp:{short_bi_encoder}?window=10")
+    other_ctx = Context(ds, cache_dir=tmp_path)
+    assert other.transform(queries, None, other_ctx) != first
+    assert not other_ctx.timings[-1].cached

@@ -286,13 +286,19 @@ class Dense:
                         window_doc is None and embeddings.shape[0] != len(doc_ids)
                     ):
                         raise ValueError("embeddings do not match the documents")
+                    if window_doc is None:
+                        texts = [corpus[d].full_text for d in doc_ids]
+                    else:  # same corpus hash, so the same documents in the same order
+                        texts, owner = self._texts(corpus)
+                        if not np.array_equal(owner, window_doc):
+                            raise ValueError("the windows do not match the cached ones")
                 except (OSError, ValueError) as exc:
                     logger.warning("unreadable dense cache entry %s (%s); rebuilding", entry, exc)
                     shutil.rmtree(entry, ignore_errors=True)
                 else:
                     self._set(doc_ids, embeddings, timings, window_doc)
                     # A later bi-encoder rerank with this model then finds these texts embedded.
-                    self.encoder.remember_documents(self._texts(corpus)[0], embeddings)
+                    self.encoder.remember_documents(texts, embeddings)
                     timings["cache_hit"] = 1.0
                     timings["index"] = time.perf_counter() - start
                     self.timings = timings
