@@ -134,3 +134,11 @@ def tiny_qwen2(models_dir):
     from winnow.testing import build_tiny_qwen2
 
     return str(build_tiny_qwen2(models_dir / "qwen2"))
+
+
+@pytest.fixture(scope="session")
+def tiny_colbert(models_dir):
+    """Path of a tiny ColBERT (2-layer BERT, [Q]/[D], projection to 16, query expansion to 16)."""
+    from winnow.testing import build_tiny_colbert
+
+    return str(build_tiny_colbert(models_dir / "colbert"))

@@ -97,8 +97,10 @@ def test_eval_writes_runs_metrics_report_and_plot(
         if name != "bm25":
             assert set(entry["significance"]["nDCG@10"]) == {
                 "delta",
+                "statistic",
                 "t",
                 "p",
+                "p_adjusted",
                 "p_holm",
                 "significant",
             }

@@ -142,8 +142,10 @@ def test_compare_tests_each_system_against_the_baseline_with_holm():
     assert not result.tests["good"]["P@10"]["significant"]
     assert result.tests["same"]["MRR@10"] == {
         "delta": 0.0,
+        "statistic": 0.0,
         "t": 0.0,
         "p": 1.0,
+        "p_adjusted": 1.0,
         "p_holm": 1.0,
         "significant": False,
     }

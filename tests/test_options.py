@@ -274,3 +274,22 @@ def test_served_model_spec_options_are_checked_at_start():
         "a=/m?window=3"
     )  # some kind has it: checked again once the kind is known
     assert spec.options == (("window", "3"),) and spec.kind is None
+
+
+@pytest.mark.parametrize(
+    ("key", "hint"),
+    [
+        ("top_k", "an argument of rank() / rank_many(), not of load_reranker()"),
+        ("convert_to_tensor", "scores are always a float32 numpy array"),
+    ],
+)
+def test_rank_arguments_given_to_the_loader_say_where_they_belong(tiny_bert, key, hint):
+    with pytest.raises(ConfigError) as err:
+        winnow.load_reranker(tiny_bert, **{key: 1})
+    assert hint in str(err.value)
+
+
+def test_did_you_mean_ends_the_sentence_once(tiny_bert):
+    with pytest.raises(ConfigError) as err:
+        winnow.load_reranker(tiny_bert, show_progres=True)
+    assert "did you mean show_progress? Valid options" in str(err.value)

@@ -21,6 +21,7 @@ _LAZY = {
     "Reranker": "winnow.rerankers.base",
     "RankedDocument": "winnow.rerankers.base",
     "PairScores": "winnow.rerankers.base",
+    "Document": "winnow.types",
     "WinnowError": "winnow.errors",
     "ConfigError": "winnow.errors",
     "DatasetError": "winnow.errors",
@@ -44,6 +45,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from winnow.rerankers.cache import clear_cache, model_loads, unload  # noqa: F401
     from winnow.rerankers.loading import load_reranker  # noqa: F401
     from winnow.rerankers.registry import available_kinds, register_kind  # noqa: F401
+    from winnow.types import Document  # noqa: F401
 
 
 def __getattr__(name: str) -> Any:

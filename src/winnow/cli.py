@@ -16,6 +16,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "winnow.training.mine_commands",
     "winnow.evaluation.tune",
     "winnow.training.train_commands",
+    "winnow.distributed.commands",
+    "winnow.integrations.commands",
 )
 
 
@@ -36,6 +38,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def quiet_hub_progress() -> None:
+    """No Hugging Face progress bars ("Loading weights", downloads) in this process.
+
+    transformers and huggingface_hub read ``HF_HUB_DISABLE_PROGRESS_BARS`` when imported, which a
+    command does later; when they are imported already, their switches are turned off directly.
+    winnow's own bars follow ``--no-progress`` / the terminal check in each command.
+    """
+    import os
+
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+    if "huggingface_hub" in sys.modules:
+        sys.modules["huggingface_hub"].utils.disable_progress_bars()
+    if "transformers" in sys.modules:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -48,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     if configure:  # filter at the handler too: bm25s sets its own logger to DEBUG
         for handler in logging.getLogger().handlers:
             handler.setLevel(level)
+    if getattr(args, "no_progress", False) or not sys.stderr.isatty():
+        quiet_hub_progress()
     from winnow.errors import WinnowError
 
     try:

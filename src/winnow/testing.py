@@ -315,6 +315,63 @@ def build_tiny_bi_encoder(path: str | Path, max_length: int = 128, seed: int = 0
     return path
 
 
+def build_tiny_colbert(
+    path: str | Path,
+    dim: int = 16,
+    query_length: int = 16,
+    document_length: int = 64,
+    max_length: int = 128,
+    seed: int = 0,
+) -> Path:
+    """A tiny ColBERT saved as a sentence-transformers ``MultiVectorEncoder``, loadable by path.
+
+    A 2-layer BERT whose tokenizer has ``[Q]`` / ``[D]`` as special tokens (the query / document
+    prompts), a linear projection to ``dim`` without bias, fixed query expansion to
+    ``query_length`` ``[MASK]`` tokens (not attended, as in ColBERTv2), documents cut at
+    ``document_length``, punctuation skipped in documents, token vectors L2-normalised.
+    ``MultiVectorEncoder(path)`` reloads it as a ColBERT (no random projection added).
+    """
+    import torch
+    from sentence_transformers import MultiVectorEncoder
+    from sentence_transformers.base.modules import Normalize, Transformer
+    from sentence_transformers.base.modules.dense import Dense
+    from sentence_transformers.multi_vector_encoder.modules import MultiVectorMask
+    from transformers import BertConfig, BertModel
+
+    path = Path(path)
+    raw = path.parent / (path.name + "-raw")
+    tokenizer = _wordpiece_tokenizer(max_length)
+    tokenizer.add_special_tokens({"additional_special_tokens": ["[Q]", "[D]"]})
+    config = _tiny_config(BertConfig, tokenizer, seed, max_position_embeddings=512)
+    _save(BertModel(config), tokenizer, raw)
+    transformer = Transformer(
+        str(raw),
+        max_seq_length=max_length,
+        document_length=document_length,
+        query_expansion={"strategy": "fixed", "attend": False, "length": query_length},
+    )
+    torch.manual_seed(seed + 1)
+    projection = Dense(
+        transformer.get_embedding_dimension(),
+        dim,
+        bias=False,
+        activation_function=torch.nn.Identity(),
+        module_input_name="token_embeddings",
+    )
+    model = MultiVectorEncoder(
+        modules=[
+            transformer,
+            projection,
+            MultiVectorMask(skiplist_words=list(string.punctuation)),
+            Normalize(module_input_name="token_embeddings"),
+        ],
+        prompts={"query": "[Q] ", "document": "[D] "},
+        device="cpu",
+    )
+    model.save(str(path))
+    return path
+
+
 def build_minilm_cross_encoder(path: str | Path, seed: int = 0) -> Path:
     """all-MiniLM-L6-v2's encoder with a fresh one-logit head: the compute of ms-marco-MiniLM-L-6-v2.
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 Run = dict[str, dict[str, float]]
 Qrels = dict[str, dict[str, int]]
@@ -17,11 +18,16 @@ Queries = dict[str, str]
 
 @dataclass(frozen=True)
 class Document:
-    """One document of a collection."""
+    """One document of a collection (or given to ``Reranker.rank``): id, text, title, metadata.
+
+    ``metadata`` is carried along untouched (rerankers return it on their hits); it takes no part
+    in scoring, hashing or equality.
+    """
 
     doc_id: str
     text: str
     title: str = ""
+    metadata: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def full_text(self) -> str:

@@ -34,11 +34,14 @@ def load_dataset(
 ) -> Dataset:
     """Load a BEIR-format dataset, looking in this order:
 
-    1. ``name_or_path`` as a folder;
+    1. ``name_or_path`` as a folder (or, first, an ``irds:`` id: step 4);
     2. ``<dir>/<name>`` for each folder of ``data_dir`` (one path, or several joined by
        ``os.pathsep``; the CLI passes ``--data-dir`` / ``$WINNOW_DATA``);
     3. ``cache_dir/<name>`` from an earlier download (``~/.cache/winnow/datasets`` by default);
-    4. a public BEIR dataset (``KNOWN_BEIR``, or any name with ``url=``) downloaded into
+    4. an ir_datasets id ``irds:ID`` (``irds:beir/scifact/test``) read through ir_datasets from
+       the files it has already downloaded (never downloading; see
+       :mod:`winnow.integrations.ir_datasets`); ``split`` does not apply (the id names it);
+    5. a public BEIR dataset (``KNOWN_BEIR``, or any name with ``url=``) downloaded into
        ``cache_dir`` when ``download`` is true, verified against its checksums and ``sha256``.
 
     ``split`` names a qrels file (``test``, ``dev``, ``train``) or is a split spec such as
@@ -71,6 +74,10 @@ def load_dataset(
     text = os.fspath(name_or_path)
     if not text:
         raise DatasetError("dataset name is empty")
+    if text.startswith("irds:"):  # an ir_datasets id, read from the files it has downloaded
+        from winnow.integrations.ir_datasets import load_irds
+
+        return load_irds(text)
     looked: list[str] = []
     path = Path(text).expanduser()
     if path.is_dir():

@@ -14,6 +14,9 @@ from pathlib import Path
 # with it would only reproduce `dense`; reranking BM25's candidates shows what a reranker adds.
 DEFAULT_SYSTEMS = "bm25,dense,hybrid,bm25+rerank"
 DEFAULT_RERANKER = "bi-encoder:sentence-transformers/all-MiniLM-L6-v2"
+#: ``winnow.rerankers.chunking.AGGREGATIONS`` (written out: the parser must not import numpy;
+#: a test keeps the two equal)
+AGGREGATIONS = ("max", "first", "mean", "kmax")
 DEFAULT_CACHE = "~/.cache/winnow"
 DEFAULT_DENSE = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -61,6 +64,9 @@ def _common(p: argparse.ArgumentParser, data_dir: str | None) -> None:
         help="documents per query a reranker re-scores (default: 100)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    from winnow.distributed.commands import add_engine_arguments
+
+    add_engine_arguments(p)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -75,10 +81,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description=(
             "Run each system on the collection's judged queries, evaluate it (ir_measures), test it\n"
-            "against the baseline (paired t-test, Holm correction) and time every stage.\n\n"
+            "against the baseline (paired t-test and Holm correction by default: --test,\n"
+            "--correction) and time every stage.\n\n"
             "Systems are names or expressions: NAME, X % N (keep the top N), X >> Y (then),\n"
             "(X | Y) >> rrf|combsum|combmnz (fusion), rerank:MODEL, KIND:MODEL, llm:MODEL,\n"
-            "dense:MODEL, chunked:MODEL. Example: 'bm25%100>>rerank:cross-encoder/ms-marco-MiniLM-L-6-v2'.\n"
+            "dense:MODEL, maxp:MODEL[?window=N&stride=N] (passage-level dense), chunked:MODEL.\n"
+            "Example: 'bm25%100>>rerank:cross-encoder/ms-marco-MiniLM-L-6-v2'.\n"
             "A reranker MODEL takes its kind's options: 'llm:MODEL?template=bge-gemma&max_length=512'\n"
             "(quote a word with spaces: \"bm25 >> 'llm:MODEL?instruction=Is it relevant?'\").\n"
             f"Names:\n{names}"
@@ -98,7 +106,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--output", default=None, help="folder for runs/*.trec, metrics.json, report.md, plot.png"
     )
-    p.add_argument("--reranker", default=DEFAULT_RERANKER, help=_RERANKER_HELP)
+    # --model is accepted too: `winnow rerank` and `winnow score` call it that
+    p.add_argument(
+        "--reranker", "--model", dest="reranker", default=DEFAULT_RERANKER, help=_RERANKER_HELP
+    )
     p.add_argument(
         "--dense-model",
         default=DEFAULT_DENSE,
@@ -117,6 +128,19 @@ def register(sub: argparse._SubParsersAction) -> None:
         help=f"comma-separated metrics (default: {','.join(DEFAULT_METRICS)})",
     )
     p.add_argument("--alpha", type=float, default=0.05, help="significance level (default: 0.05)")
+    p.add_argument(
+        "--test",
+        choices=("t-test", "wilcoxon", "randomization"),
+        default="t-test",
+        help="paired significance test against the baseline: t-test (default), wilcoxon "
+        "(signed-rank) or randomization (Fisher's, 10000 sign flips, seed 0)",
+    )
+    p.add_argument(
+        "--correction",
+        choices=("holm", "bonferroni", "none"),
+        default="holm",
+        help="multiple-comparison correction over the systems (default: holm)",
+    )
     p.add_argument("--no-plot", action="store_true", help="do not draw plot.png")
     p.add_argument(
         "--json", action="store_true", help="print metrics.json to stdout instead of tables"
@@ -131,7 +155,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     _common(r, data_dir)
     r.add_argument("--run", required=True, help="input TREC run file")
-    r.add_argument("--model", default=DEFAULT_RERANKER, help=_RERANKER_HELP)
+    r.add_argument(
+        "--model",
+        "--reranker",
+        dest="model",
+        default=DEFAULT_RERANKER,
+        metavar="[KIND:]MODEL[?KEY=VALUE&...]",
+        help="the reranker that re-scores the run: a hub id or local folder, optionally "
+        "KIND:MODEL and the kind's options (docs/llm.md); default all-MiniLM-L6-v2 as a "
+        "bi-encoder (offline); --reranker is the same flag, as `winnow eval` spells it",
+    )
     r.add_argument("--output", required=True, help="output TREC run file (written atomically)")
     r.add_argument(
         "--chunked", action="store_true", help="split long documents into windows and aggregate"
@@ -151,7 +184,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument(
         "--aggregate",
         default="max",
-        help="window aggregation for --chunked: max, first, mean, kmax",
+        choices=AGGREGATIONS,
+        help="window aggregation for --chunked (default: max)",
     )
     r.add_argument("--tag", default="winnow", help="run tag written in the last TREC column")
     r.set_defaults(func=run_rerank)
@@ -168,6 +202,10 @@ def _cache(args: argparse.Namespace) -> Path | None:
 def _load(args: argparse.Namespace):
     from winnow.data import load_dataset
 
+    if "://" in args.dataset:  # a BEIR folder at a URL: read by Daft (winnow[distributed])
+        from winnow.distributed.io import load_dataset_url
+
+        return load_dataset_url(args.dataset, args.split)
     cache = _cache(args)
     return load_dataset(
         args.dataset,
@@ -280,6 +318,13 @@ def run_eval(args: argparse.Namespace) -> int:
     from winnow.evaluation.report import print_tables, write_report
     from winnow.pipeline.spec import parse_system, split_systems
 
+    if args.output and not args.no_plot:  # before any work: the plot needs matplotlib
+        from winnow.errors import MissingExtraError
+
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError as exc:
+            raise MissingExtraError("report", "matplotlib") from exc
     specs = split_systems(args.systems)
     if len(set(specs)) != len(specs):
         raise ConfigError(f"--systems lists a system twice: {args.systems}")
@@ -287,11 +332,18 @@ def run_eval(args: argparse.Namespace) -> int:
     if baseline not in specs:
         raise ConfigError(f"--baseline {baseline!r} is not one of --systems: {', '.join(specs)}")
     metrics = parse_metrics(args.metrics)
+    from winnow.distributed.commands import engine_options
+
+    engine = engine_options(args)
     if args.output:
         _check_output_folder(args.output)
     with _output_lock(args.output) if args.output else contextlib.nullcontext():
         options = _options(args, args.reranker)
         pipelines = {spec: parse_system(spec, options) for spec in specs}
+        if engine is not None:
+            from winnow.distributed.stages import on_engine
+
+            pipelines = {spec: on_engine(stage, engine) for spec, stage in pipelines.items()}
         dataset = _load(args)
         result = experiment(
             pipelines,
@@ -299,6 +351,8 @@ def run_eval(args: argparse.Namespace) -> int:
             baseline=baseline,
             metrics=metrics,
             alpha=args.alpha,
+            test=args.test,
+            correction=args.correction,
             queries=args.queries,
             cache_dir=_cache(args),
             progress=_progress(args),
@@ -321,11 +375,22 @@ def run_eval(args: argparse.Namespace) -> int:
 def run_rerank(args: argparse.Namespace) -> int:
     from winnow.data import read_run, write_run
     from winnow.data.trec import run_line
+    from winnow.distributed.commands import engine_options
     from winnow.errors import DatasetError
     from winnow.pipeline import ChunkedRerank, Context, Rerank
 
+    engine = engine_options(args)
+    if engine is not None and args.chunked:
+        from winnow.errors import ConfigError
+
+        raise ConfigError("--chunked runs on --engine local only")
     _check_output_file(args.output)
-    run = read_run(args.run)
+    if "://" in args.run:  # read by Daft (winnow[distributed])
+        from winnow.distributed.io import read_run_table
+
+        run = read_run_table(args.run)
+    else:
+        run = read_run(args.run)
     if not run:
         raise DatasetError("the run file holds no lines: nothing to rerank", args.run)
     dataset = _load(args)
@@ -334,19 +399,23 @@ def run_rerank(args: argparse.Namespace) -> int:
             raise DatasetError(
                 f"query {qid!r} is not a query of dataset {dataset.name!r}",
                 args.run,
-                run_line(args.run, qid),
+                None if "://" in args.run else run_line(args.run, qid),
             )
         missing = next((d for d in ranking if d not in dataset.corpus), None)
         if missing is not None:
             raise DatasetError(
                 f"document {missing!r} (query {qid!r}) is not in the corpus of {dataset.name!r}",
                 args.run,
-                run_line(args.run, qid, missing),
+                None if "://" in args.run else run_line(args.run, qid, missing),
             )
     options = _options(args, args.model)
     reranker = options.load(args.model)
     if args.chunked:
         stage = ChunkedRerank(reranker, args.window, args.stride, args.aggregate, depth=args.depth)
+    elif engine is not None:
+        from winnow.distributed.stages import DaftRerank
+
+        stage = DaftRerank(reranker, depth=args.depth, engine=engine)
     else:
         stage = Rerank(reranker, depth=args.depth)
     ctx = Context(dataset, cache_dir=_cache(args), progress=_progress(args))

@@ -15,7 +15,7 @@ from typing import Any
 
 from winnow.errors import ConfigError
 from winnow.evaluation.metrics import DEFAULT_METRICS, Evaluator
-from winnow.evaluation.significance import Comparison, compare
+from winnow.evaluation.significance import Comparison, compare, describe_test
 from winnow.pipeline.base import PHASES, Context, Stage, StageTiming
 from winnow.types import Dataset, Run
 
@@ -110,7 +110,9 @@ class ExperimentResult:
             "metrics": self.comparison.metrics,
             "queries": len(self.queries),
             "alpha": self.comparison.alpha,
-            "significance_test": "paired t-test vs baseline, Holm-corrected over systems",
+            "significance_test": describe_test(self.comparison.test, self.comparison.correction),
+            "test": self.comparison.test,
+            "correction": self.comparison.correction,
         }
 
 
@@ -137,6 +139,8 @@ def experiment(
     progress: bool = False,
     context: Context | None = None,
     specs: Mapping[str, str] | None = None,
+    test: str = "t-test",
+    correction: str = "holm",
 ) -> ExperimentResult:
     """Run each named pipeline on ``dataset``, evaluate against its qrels, compare with ``baseline``.
 
@@ -144,7 +148,9 @@ def experiment(
         pipelines: name -> stage (``{"bm25": BM25(), "hybrid": (BM25() | Dense()) >> RRF()}``).
         baseline: the system the others are tested against (default: the first).
         metrics: metric names (:data:`~winnow.evaluation.metrics.DEFAULT_METRICS`).
-        alpha: significance level for the Holm-adjusted p-values.
+        alpha: significance level for the adjusted p-values.
+        test: ``t-test`` (default), ``wilcoxon`` or ``randomization`` (Fisher; ``permutation``).
+        correction: ``holm`` (default), ``bonferroni`` or ``none`` (over the systems).
         queries: the queries to run (a mapping), or how many of the judged ones (an int; all
             judged queries when omitted).
         cache_dir: where indexes, embeddings and rerank scores are kept between runs.
@@ -154,6 +160,9 @@ def experiment(
     """
     if not pipelines:
         raise ConfigError("experiment() needs at least one pipeline")
+    from winnow.evaluation.significance import check_correction, check_test
+
+    test, correction = check_test(test), check_correction(correction)  # before any work
     if baseline is not None and baseline not in pipelines:
         raise ConfigError(
             f"baseline {baseline!r} is not one of the systems: {', '.join(pipelines)}"
@@ -182,5 +191,7 @@ def experiment(
         baseline=baseline,
         alpha=alpha,
         evaluator=evaluator,
+        test=test,
+        correction=correction,
     )
     return ExperimentResult(dataset.name, chosen, results, comparison, dict(specs or {}))

@@ -1,7 +1,9 @@
 """Retrieval metrics through ir_measures, per query and averaged, with one evaluator reused per qrels.
 
 Names are ir_measures measures (``nDCG@10``, ``R@100``, ``AP``, ``RR@10``, ``P@10``, ...) plus the
-usual aliases ``MAP`` (= ``AP``, over the whole run) and ``MRR@k`` (= ``RR@k``). Averages are taken
+usual aliases ``MAP`` (= ``AP``, over the whole run) and ``MRR@k`` (= ``RR@k``); ir_measures'
+measure objects (``ir_measures.nDCG@10``) are accepted too and named by their ``str``. A misspelled
+name (``ndcg@10``, ``NDGC@10``) is refused with the closest measure names. Averages are taken
 over every query of the qrels: a query the run has no result for scores 0 (trec_eval ``-c``), so a
 system cannot look better by dropping hard queries. When the run answers every query this equals
 ir_measures' own aggregate.
@@ -9,7 +11,9 @@ ir_measures' own aggregate.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 from winnow.errors import ConfigError
 from winnow.types import Run
@@ -19,26 +23,59 @@ DEFAULT_METRICS: tuple[str, ...] = ("nDCG@10", "R@100", "R@1000", "MAP", "MRR@10
 _ALIASES = {"MAP": "AP", "MRR": "RR"}
 
 
-def to_ir_measure(name: str):
-    """The ir_measures measure for a metric name (``MAP`` -> ``AP``, ``MRR@10`` -> ``RR@10``)."""
+def _suggest(name: str) -> str:
+    """``; did you mean nDCG@10?`` for a misspelled measure name (same cut-off), or ``""``."""
     import ir_measures
 
+    base, sep, cutoff = name.partition("@")
+    known = sorted(set(ir_measures.measures.registry) | set(_ALIASES))
+    by_lower = {k.lower(): k for k in known}
+    close = [by_lower[base.lower()]] if base.lower() in by_lower else []
+    close += [c for c in difflib.get_close_matches(base, known, n=3, cutoff=0.6) if c not in close]
+    if not close:
+        return ""
+    return "; did you mean " + " or ".join(c + sep + cutoff for c in close[:3]) + "?"
+
+
+def metric_name(metric: Any) -> str:
+    """A metric's name: the text itself, or ``str()`` of an ir_measures measure object."""
+    if isinstance(metric, str):
+        return metric.strip()
+    try:
+        from ir_measures.measures.base import Measure
+    except ImportError:  # pragma: no cover
+        Measure = ()
+    if isinstance(metric, Measure):
+        return str(metric)
+    raise ConfigError(
+        f"a metric is a name ('nDCG@10') or an ir_measures measure (nDCG@10), "
+        f"got {type(metric).__name__} {metric!r}"
+    )
+
+
+def to_ir_measure(name: Any):
+    """The ir_measures measure for a metric name (``MAP`` -> ``AP``, ``MRR@10`` -> ``RR@10``) or
+    measure object."""
+    import ir_measures
+
+    name = metric_name(name)
     base, sep, cutoff = name.partition("@")
     text = _ALIASES.get(base, base) + (sep + cutoff if sep else "")
     try:
         return ir_measures.parse_measure(text)
     except (ValueError, NameError, SyntaxError, TypeError, AttributeError) as exc:
         raise ConfigError(
-            f"unknown metric {name!r} (ir_measures: {exc}); valid examples: "
+            f"unknown metric {name!r}{_suggest(name)} (ir_measures: {exc}). Valid examples: "
             f"{', '.join(DEFAULT_METRICS)}, nDCG@20, R@10, P@5, AP@100, Judged@10"
         ) from None
 
 
-def parse_metrics(names: str | Iterable[str]) -> list[str]:
-    """``"nDCG@10,MAP"`` or a list -> validated names, in order, without duplicates."""
+def parse_metrics(names: str | Iterable[Any]) -> list[str]:
+    """``"nDCG@10,MAP"``, a list of names or of ir_measures measures (``[nDCG@10, AP]``) ->
+    validated names, in order, without duplicates."""
     items = names.split(",") if isinstance(names, str) else list(names)
     out: list[str] = []
-    for item in (i.strip() for i in items):
+    for item in (metric_name(i) for i in items):
         if not item:
             raise ConfigError(f"empty metric name in {names!r}")
         to_ir_measure(item)

@@ -21,8 +21,17 @@ PHASE_COLUMNS = ("index", "encode", "retrieve", "fuse", "rerank", "total")
 MARK_BETTER, MARK_WORSE = "▲", "▼"
 LEGEND = (
     f"{MARK_BETTER} / {MARK_WORSE}: significantly better / worse than the baseline "
-    "(two-sided paired t-test per metric, Holm-corrected over systems, p < {alpha})."
+    "(two-sided {test} per metric, {correction}, p < {alpha})."
 )
+
+
+def legend(comparison) -> str:
+    """The marks' legend for a comparison: its test, correction and alpha."""
+    from winnow.evaluation.significance import describe_test
+
+    words = describe_test(comparison.test, comparison.correction)
+    test, _, correction = words.partition(" vs baseline, ")
+    return LEGEND.format(test=test, correction=correction, alpha=comparison.alpha)
 
 
 def safe_name(name: str) -> str:
@@ -151,7 +160,7 @@ def markdown_report(result: ExperimentResult, files: dict[str, str] | None = Non
         "",
         markdown_table(*metric_rows(result)),
         "",
-        LEGEND.format(alpha=c.alpha),
+        legend(c),
         "",
         "## Timings (seconds)",
         "",
@@ -171,9 +180,19 @@ def markdown_report(result: ExperimentResult, files: dict[str, str] | None = Non
         parts.append(f"- **{name}**: `{spec}`{run_file}")
     if c.tests:
         parts += ["", "## Significance", "", f"Against **{result.baseline}**:", ""]
-        header = ["system", "metric", "delta", "t", "p", "p (Holm)"]
+        from winnow.evaluation.significance import STATISTIC
+
+        fixed = {"holm": "p (Holm)", "bonferroni": "p (Bonferroni)", "none": "p (uncorrected)"}
+        header = ["system", "metric", "delta", STATISTIC[c.test], "p", fixed[c.correction]]
         rows = [
-            [name, m, f"{t['delta']:+.4f}", f"{t['t']:.3f}", f"{t['p']:.4g}", f"{t['p_holm']:.4g}"]
+            [
+                name,
+                m,
+                f"{t['delta']:+.4f}",
+                f"{t['statistic']:.3f}",
+                f"{t['p']:.4g}",
+                f"{t['p_adjusted']:.4g}",
+            ]
             for name, tests in c.tests.items()
             for m, t in tests.items()
         ]
@@ -273,7 +292,7 @@ def print_tables(result: ExperimentResult, file=None) -> None:
     file = file or sys.stdout
     metrics = metric_rows(result)
     timings = timing_rows(result)
-    legend = LEGEND.format(alpha=result.comparison.alpha)
+    legend_text = legend(result.comparison)
     try:
         from rich.console import Console
         from rich.table import Table
@@ -291,7 +310,7 @@ def print_tables(result: ExperimentResult, file=None) -> None:
             for row in rows:
                 table.add_row(*row)
             console.print(table)
-        console.print(legend)
+        console.print(legend_text)
         return
     for header, rows in (metrics, timings):
         widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
@@ -304,4 +323,4 @@ def print_tables(result: ExperimentResult, file=None) -> None:
                 file=file,
             )
         print(file=file)
-    print(legend, file=file)
+    print(legend_text, file=file)

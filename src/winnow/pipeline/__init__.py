@@ -18,6 +18,7 @@ from winnow.pipeline.base import (
     run_stage,
     top_docs,
 )
+from winnow.pipeline.bound import BoundPipeline, SearchHit
 from winnow.pipeline.feedback import QueryExpansion, Rocchio
 from winnow.pipeline.fusion import RRF, ScoreFusion
 from winnow.pipeline.rerank import ChunkedRerank, Rerank
@@ -28,6 +29,7 @@ __all__ = [
     "BM25",
     "RRF",
     "SYSTEMS",
+    "BoundPipeline",
     "ChunkedRerank",
     "Context",
     "Cutoff",
@@ -40,6 +42,7 @@ __all__ = [
     "Retriever",
     "Rocchio",
     "ScoreFusion",
+    "SearchHit",
     "SpecOptions",
     "Stage",
     "StageTiming",

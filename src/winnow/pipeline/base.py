@@ -127,6 +127,14 @@ class Stage(ABC):
     def __repr__(self) -> str:
         return self.label
 
+    def bind(self, collection: Any, **kwargs: Any) -> Any:
+        """This stage bound to ``collection`` (a Dataset, a dataset name, ``{doc_id: text}`` or a
+        list of texts): call it on queries, or ``.search(query)``; see
+        :class:`winnow.pipeline.bound.BoundPipeline` (``cache_dir=``, ``progress=``, ``data_dir=``)."""
+        from winnow.pipeline.bound import BoundPipeline
+
+        return BoundPipeline(self, collection, **kwargs)
+
 
 def _check_stage(value: Any, op: str) -> Stage:
     if not isinstance(value, Stage):

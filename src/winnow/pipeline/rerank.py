@@ -74,6 +74,9 @@ class RescoreStage(Stage):
     """Shared machinery: pick the top ``depth``, look up texts, cache scores, keep the tail."""
 
     phase = "rerank"
+    #: The name the stage's cache entries are filed under (None: its class's name). A stage run
+    #: on another engine (``winnow.distributed``) keeps its local twin's, so both share entries.
+    cache_name: str | None = None
 
     def __init__(self, reranker: Reranker, depth: int | None, batch_queries: int | None):
         if not isinstance(reranker, Reranker):
@@ -91,7 +94,8 @@ class RescoreStage(Stage):
         """Stage settings that change the scores (part of the cache key)."""
         from winnow import __version__
 
-        return [type(self).__name__, __version__, reranker_identity(self.reranker)]
+        name = self.cache_name or type(self).__name__
+        return [name, __version__, reranker_identity(self.reranker)]
 
     def score(
         self, texts: list[str], docs: list[list[Document]], ctx: Context
@@ -170,7 +174,7 @@ class Rerank(RescoreStage):
         name: str | None = None,
     ):
         super().__init__(reranker, depth, batch_queries)
-        self.label = f"rerank:{short_model_name(name or reranker.config.model)}"
+        self.label = f"rerank:{short_model_name(name or reranker.name)}"
 
     def settings(self) -> list[Any]:
         return [*super().settings(), "full_text"]
@@ -232,9 +236,9 @@ class ChunkedRerank(RescoreStage):
         self.window, self.stride, self.aggregate = window, stride, aggregate
         self.max_chunks_per_doc, self.k = max_chunks_per_doc, k
         self.rerank_chunks, self.chunk_depth = rerank_chunks, chunk_depth
-        self.label = f"chunked:{short_model_name(name or reranker.config.model)}"
+        self.label = f"chunked:{short_model_name(name or reranker.name)}"
         if rerank_chunks is not None:
-            self.label += f">>chunks:{short_model_name(rerank_chunks.config.model)}"
+            self.label += f">>chunks:{short_model_name(rerank_chunks.name)}"
 
     def settings(self) -> list[Any]:
         second = reranker_identity(self.rerank_chunks) if self.rerank_chunks else None
@@ -242,8 +246,9 @@ class ChunkedRerank(RescoreStage):
             *super().settings(),
             [self.window, self.stride, self.aggregate, self.max_chunks_per_doc, self.k],
             [second, self.chunk_depth],
-            # windows sized per query and cut at whitespace (older cache entries were neither)
-            "windows-per-query-at-whitespace",
+            # windows cut at whitespace, sized per query for cross-encoders and to the whole input
+            # for bi-encoders (older cache entries were sized per query for every kind)
+            "windows-at-whitespace-bi-encoder-whole-input",
         ]
 
     def score(

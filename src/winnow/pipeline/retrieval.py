@@ -1,4 +1,4 @@
-"""First-stage retrieval stages: BM25 and dense retrieval over the context's corpus.
+"""First-stage retrieval stages: BM25, dense and ColBERT retrieval over the context's corpus.
 
 The retrievers themselves live in :mod:`winnow.retrieval`; these stages index the corpus once per
 context (shared by every system of an experiment) and, with a cache folder, reuse the index and
@@ -30,6 +30,10 @@ class Retriever(Stage):
 
     The incoming run (if any) is ignored: a retriever ranks the whole corpus for every query.
     """
+
+    #: The name the stage's cache entries are filed under (None: its class's name). A stage run
+    #: on another engine (``winnow.distributed``) keeps its local twin's, so both share entries.
+    cache_name: str | None = None
 
     def __init__(self, top_k: int = 1000):
         if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
@@ -73,7 +77,8 @@ class Retriever(Stage):
         from winnow import __version__
 
         h = hashlib.sha256()
-        identity = [type(self).__name__, __version__, self._identity(self._built(ctx)), self.top_k]
+        name = self.cache_name or type(self).__name__
+        identity = [name, __version__, self._identity(self._built(ctx)), self.top_k]
         h.update(json.dumps(identity, default=str).encode())
         h.update(ctx.corpus_fingerprint().encode())
         h.update(json.dumps(list(queries.items())).encode())
@@ -146,7 +151,12 @@ class BM25(Retriever):
 
 
 class Dense(Retriever):
-    """Exact dense retrieval with a sentence-transformers model (cosine similarity)."""
+    """Exact dense retrieval with a sentence-transformers model (cosine similarity).
+
+    With ``passages`` (MaxP) documents longer than the model's input are embedded as overlapping
+    windows of ``window`` tokens every ``stride`` tokens and scored by their best window
+    (:mod:`winnow.retrieval.passages`; defaults: the model's whole input, 25% overlap).
+    """
 
     def __init__(
         self,
@@ -155,28 +165,178 @@ class Dense(Retriever):
         *,
         device: str | None = None,
         dtype: str | None = None,
+        passages: bool = False,
+        window: int | None = None,
+        stride: int | None = None,
     ):
+        from winnow.retrieval.passages import PassageSettings
+
         super().__init__(top_k)
+        if not isinstance(passages, bool):
+            raise ConfigError(f"passages must be True or False, got {passages!r}")
+        if not passages and (window is not None or stride is not None):
+            raise ConfigError("window and stride apply with passages=True only")
         self.model = model
         self.device = device
         self.dtype = dtype
-        self.label = "dense" if model == DEFAULT_DENSE_MODEL else f"dense:{model}"
+        self.passages = PassageSettings(window, stride) if passages else None
+        if self.passages is None:
+            self.label = "dense" if model == DEFAULT_DENSE_MODEL else f"dense:{model}"
+        else:
+            self.label = "maxp" if model == DEFAULT_DENSE_MODEL else f"maxp:{model}"
+            given = [f"{k}={v}" for k, v in (("window", window), ("stride", stride)) if v]
+            if given:
+                self.label += "?" + "&".join(given)
 
     def _key(self) -> tuple:
-        return ("dense", self.model, self.device, self.dtype)
+        if self.passages is None:
+            return ("dense", self.model, self.device, self.dtype)
+        p = self.passages
+        return ("dense", self.model, self.device, self.dtype, "passages", p.window, p.stride)
 
     def _identity(self, built: Any) -> list[Any]:
         from winnow.pipeline.rerank import reranker_identity
 
-        return ["dense", reranker_identity(built.encoder)]
+        identity = ["dense", reranker_identity(built.encoder)]
+        if self.passages is not None:
+            from winnow.retrieval.dense import PASSAGE_SPLITTER
+
+            # the settings as given: the defaults follow from the model files, already in the
+            # identity, so a cached search is read back without loading the model
+            p = self.passages
+            identity.append(["passages", p.window, p.stride, PASSAGE_SPLITTER])
+        return identity
 
     def _build(self, ctx: Context) -> Any:
         from winnow.retrieval import Dense as DenseIndex
 
+        p = self.passages
         return DenseIndex(
             self.model,
             cache_dir=ctx.cache_dir,
             device=self.device,
             dtype=self.dtype,
             show_progress=ctx.progress,
+            passages=p is not None,
+            window=None if p is None else p.window,
+            stride=None if p is None else p.stride,
+        )
+
+
+class ColBERT(Retriever):
+    """Late-interaction retrieval: a ColBERT model's token vectors in a ``plaid`` (default) or
+    ``exact`` multi-vector index, MaxSim search (:class:`winnow.retrieval.colbert.ColBERT`).
+
+    ``options`` are the ``late-interaction`` kind's options (``backbone``, ``length_normalize``,
+    ``max_tokens``...) and the loader's (``max_length``); ``index_options`` the index's knobs.
+    """
+
+    def __init__(
+        self,
+        model: str = DEFAULT_DENSE_MODEL,
+        top_k: int = 1000,
+        *,
+        device: str | None = None,
+        dtype: str | None = None,
+        index: str = "plaid",
+        index_options: Mapping[str, Any] | None = None,
+        label: str | None = None,
+        **options: Any,
+    ):
+        from winnow.retrieval.colbert import index_option_types
+
+        super().__init__(top_k)
+        index_option_types(index)  # refuses an unknown index kind now, not when the stage runs
+        from winnow.rerankers.hub import resolve_model_path
+        from winnow.rerankers.late_interaction import check_checkpoint
+
+        path = resolve_model_path(model)
+        if Path(path).is_dir():  # and a model that is no ColBERT (without backbone=true)
+            check_checkpoint(path, options.get("backbone"))
+        self.model = model
+        self.device = device
+        self.dtype = dtype
+        self.index = index
+        self.index_options = dict(index_options or {})
+        self.options = dict(options)
+        self.label = label or ("colbert" if model == DEFAULT_DENSE_MODEL else f"colbert:{model}")
+
+    @classmethod
+    def from_spec(
+        cls, spec: str, *, device: str | None = None, dtype: str | None = None
+    ) -> ColBERT:
+        """The stage ``colbert:SPEC`` names: ``MODEL[?KEY=VALUE&...]`` where a KEY is ``index``
+        (``plaid`` or ``exact``), a knob of that index (``nprobe``, ``ndocs``, ``nbits``...) or an
+        option of the ``late-interaction`` kind (``backbone``, ``length_normalize``...)."""
+        from winnow.rerankers.late_interaction import LateInteractionReranker
+        from winnow.rerankers.options import parse_text_options
+        from winnow.rerankers.registry import parse_model_ref
+        from winnow.retrieval.colbert import index_option_types, parse_index_options
+
+        ref = parse_model_ref(spec)
+        if ref.kind is not None:
+            raise ConfigError(
+                f"colbert:{spec}: the colbert stage takes a model, not a kind ({ref.kind}:)"
+            )
+        text = dict(ref.options)
+        index = text.pop("index", "plaid")
+        knob_names = set(index_option_types(index))
+        knobs = parse_index_options(index, {k: v for k, v in text.items() if k in knob_names})
+        rest = {k: v for k, v in text.items() if k not in knob_names}
+        try:
+            options = parse_text_options(
+                LateInteractionReranker.kind, LateInteractionReranker.options_class, rest
+            )
+        except ConfigError as exc:
+            raise ConfigError(
+                f"colbert:{spec}: {exc}; or index, or a knob of the {index} index: "
+                f"{', '.join(sorted(knob_names))}"
+            ) from None
+        options.setdefault("device", device)
+        options.setdefault("dtype", dtype)
+        short = ref.model == DEFAULT_DENSE_MODEL and not text
+        return cls(
+            ref.model,
+            index=index,
+            index_options=knobs,
+            label="colbert" if short else f"colbert:{spec}",
+            **options,
+        )
+
+    def _key(self) -> tuple:
+        return (
+            "colbert",
+            self.model,
+            self.device,
+            self.dtype,
+            self.index,
+            tuple(sorted(self.index_options.items())),
+            tuple(sorted((k, repr(v)) for k, v in self.options.items())),
+        )
+
+    def _identity(self, built: Any) -> list[Any]:
+        from winnow.pipeline.rerank import reranker_identity
+
+        return [
+            "colbert",
+            reranker_identity(built.encoder),
+            built.index_kind,
+            sorted(built.index_options.items()),
+        ]
+
+    def _build(self, ctx: Context) -> Any:
+        from winnow.retrieval.colbert import ColBERT as ColBERTIndex
+
+        options = dict(self.options)
+        device = options.pop("device", self.device)
+        dtype = options.pop("dtype", self.dtype)
+        return ColBERTIndex(
+            self.model,
+            cache_dir=ctx.cache_dir,
+            device=device,
+            dtype=dtype,
+            show_progress=ctx.progress,
+            index=self.index,
+            index_options=self.index_options,
+            **options,
         )

@@ -8,9 +8,11 @@ than ``|``)::
     cut   := atom ("%" INTEGER)*
     atom  := WORD | "(" expr ")"
 
-A WORD is a primitive (``bm25``, ``dense``, ``rrf``, ``combsum``, ``combmnz``, ``rerank``,
-``chunked``, the feedback stages ``rm3``, ``bo1``, ``rocchio``), a model stage (``dense:MODEL``,
-``rocchio:MODEL``, ``chunked:MODEL``, ``rerank:MODEL``, ``KIND:MODEL``
+A WORD is a primitive (``bm25``, ``dense``, ``maxp``, ``colbert``, ``rrf``, ``combsum``, ``combmnz``,
+``rerank``, ``chunked``, the feedback stages ``rm3``, ``bo1``, ``rocchio``), a model stage (``dense:MODEL``,
+``maxp:MODEL`` (passage-level dense; ``maxp:MODEL?window=N&stride=N``), ``colbert:MODEL``
+(late-interaction first stage; ``rerank:colbert:MODEL`` reranks), ``rocchio:MODEL``, ``chunked:MODEL``,
+``rerank:MODEL``, ``KIND:MODEL``
 such as ``cross-encoder:MODEL`` (also ``rerank:KIND:MODEL``), ``llm:MODEL``), or a named system
 from :data:`SYSTEMS`, or ``tuned:FILE`` (a system ``winnow tune --save`` wrote). A MODEL may carry the kind's options as a model spec does
 (``llm:BAAI/bge-reranker-v2-gemma?template=bge-gemma&max_query_length=64``, see
@@ -36,7 +38,7 @@ from winnow.pipeline.base import Parallel, Pipeline, Stage
 from winnow.pipeline.feedback import QueryExpansion, Rocchio
 from winnow.pipeline.fusion import RRF, ScoreFusion
 from winnow.pipeline.rerank import ChunkedRerank, Rerank, RescoreStage
-from winnow.pipeline.retrieval import BM25, DEFAULT_DENSE_MODEL, Dense
+from winnow.pipeline.retrieval import BM25, DEFAULT_DENSE_MODEL, ColBERT, Dense
 
 #: The named systems, in one place. ``rerank`` / ``chunked`` use the default reranker.
 #: ``hybrid`` was ``hybrid-v1`` (RRF of bm25 and dense) until the pseudo-relevance feedback stages
@@ -55,12 +57,23 @@ SYSTEMS: dict[str, str] = {
     "bm25+rm3": "bm25 >> rm3",
     "bm25+bo1": "bm25 >> bo1",
     "dense+prf": "dense >> rocchio",
+    # late interaction (docs/late_interaction.md); all-MiniLM-L6-v2 is a weak backbone ColBERT
+    "colbert-hybrid": "(bm25 % 100 | colbert % 100) >> rrf >> rerank:colbert:"
+    + DEFAULT_DENSE_MODEL,
+    "bm25+colbert": "bm25 >> rerank:colbert:" + DEFAULT_DENSE_MODEL,
+    "dense+maxp": "maxp",
 }
 
 #: Words that build a stage directly (the descriptions appear in error messages and --help).
 PRIMITIVES: dict[str, str] = {
     "bm25": "BM25 top 1000 (title + text, English stemming, k1=1.5, b=0.75)",
     "dense": "dense retrieval top 1000 with all-MiniLM-L6-v2 (dense:MODEL for another model)",
+    "colbert": "late-interaction (MaxSim) retrieval top 1000 over a PLAID index, all-MiniLM-L6-v2 "
+    "token vectors as a weak ColBERT (colbert:MODEL for a ColBERT checkpoint, "
+    "colbert:MODEL?index=exact for brute force; rerank:colbert:MODEL reranks)",
+    "maxp": "passage-level dense (MaxP): documents longer than the model's input embedded as "
+    "windows (the model's input, 25% overlap), each scored by its best window "
+    "(maxp:MODEL?window=N&stride=N for another model or window)",
     "rrf": "reciprocal rank fusion (k=60) of a parallel stage",
     "combsum": "CombSUM of min-max normalised scores of a parallel stage",
     "combmnz": "CombMNZ of min-max normalised scores of a parallel stage",
@@ -71,6 +84,12 @@ PRIMITIVES: dict[str, str] = {
     "bo1": "Bo1 query expansion from the top 3 of the run, re-querying BM25 (10 terms)",
     "rocchio": "Rocchio feedback on embeddings: query moved toward its top 5 (alpha 0.4, beta 0.6), "
     "dense search again (rocchio:MODEL for another model)",
+}
+
+#: Options of a ``maxp:MODEL?...`` word, with what they mean.
+MAXP_OPTIONS: dict[str, str] = {
+    "window": "tokens per window; default: the model's input less special tokens",
+    "stride": "tokens from one window's start to the next; default: 3/4 of the window",
 }
 
 _TOKEN = re.compile(r"""\s*(?:(>>)|([|%()])|((?:[^\s|%()>'"]|'[^']*'|"[^"]*")+))""")
@@ -220,6 +239,10 @@ class _Parser:
             return BM25()
         if word == "dense":
             return Dense(o.dense_model, device=o.device, dtype=o.dtype)
+        if word == "colbert":
+            return ColBERT(DEFAULT_DENSE_MODEL, device=o.device, dtype=o.dtype)
+        if word == "maxp":
+            return Dense(o.dense_model, device=o.device, dtype=o.dtype, passages=True)
         if word in ("rm3", "bo1"):
             return QueryExpansion(word)
         if word == "rocchio":
@@ -242,6 +265,8 @@ class _Parser:
                 from winnow.evaluation.tune import load_tuned
 
                 return load_tuned(model)
+            if prefix == "maxp":
+                return self.maxp(word, model)
             if prefix in ("dense", "rocchio"):
                 if "?" in model:
                     raise self.error(
@@ -250,6 +275,11 @@ class _Parser:
                 if prefix == "rocchio":
                     return Rocchio(model, device=o.device, dtype=o.dtype)
                 return Dense(model, device=o.device, dtype=o.dtype)
+            if prefix == "colbert":  # a first stage; rerank:colbert:MODEL is the reranker
+                try:
+                    return ColBERT.from_spec(model, device=o.device, dtype=o.dtype)
+                except ConfigError as exc:
+                    raise self.error(str(exc)) from None
             if prefix == "chunked":
                 return ChunkedRerank(
                     o.load(model), depth=o.depth, batch_queries=o.batch_queries, name=model
@@ -259,12 +289,42 @@ class _Parser:
             if prefix in KIND_ALIASES or prefix in available_kinds():
                 return Rerank(o.load(word), depth=o.depth, batch_queries=o.batch_queries, name=word)
             raise self.error(
-                f"unknown stage kind {prefix!r} in {word!r}; valid: dense:MODEL, rocchio:MODEL, "
+                f"unknown stage kind {prefix!r} in {word!r}; valid: dense:MODEL, maxp:MODEL, "
+                "colbert:MODEL, "
+                "rocchio:MODEL, "
                 "tuned:FILE, "
                 "chunked:MODEL, "
                 f"rerank:MODEL, llm:MODEL, " + ", ".join(f"{k}:MODEL" for k in available_kinds())
             )
         raise self.error(f"unknown name {word!r}; valid names: {valid_words()}")
+
+    def maxp(self, word: str, spec: str) -> Stage:
+        """``maxp:MODEL[?window=N&stride=N]``: passage-level dense with ``MODEL``."""
+        from winnow.rerankers.registry import parse_model_ref
+
+        try:
+            ref = parse_model_ref(spec)
+        except ConfigError as exc:
+            raise self.error(str(exc)) from None
+        if ref.kind is not None:
+            raise self.error(f"{word!r}: a maxp stage embeds with a bi-encoder; name no kind")
+        settings: dict[str, int] = {}
+        for key, value in ref.options:
+            if key not in MAXP_OPTIONS:
+                raise self.error(
+                    f"{word!r}: unknown option {key!r}; a maxp stage takes "
+                    + ", ".join(f"{k} ({v})" for k, v in MAXP_OPTIONS.items())
+                )
+            if not value.isdigit() or int(value) < 1:
+                raise self.error(
+                    f"{word!r}: {key} must be a positive number of tokens, got {value!r}"
+                )
+            settings[key] = int(value)
+        o = self.options
+        try:
+            return Dense(ref.model, device=o.device, dtype=o.dtype, passages=True, **settings)
+        except ConfigError as exc:
+            raise self.error(f"{word!r}: {exc}") from None
 
     def at_depth(self, word: str, depth: int) -> Stage:
         """``word@depth``: the rescoring stage ``word`` with its own depth."""

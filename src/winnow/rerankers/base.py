@@ -11,14 +11,16 @@ import math
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
 
 from winnow.errors import ConfigError, InputError, WinnowError
+from winnow.rerankers.documents import CheckedDocument, check_document_list
 from winnow.rerankers.options import RerankerOptions, options_instance
+from winnow.types import Document
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +50,8 @@ class PairScores:
 
 @dataclass(frozen=True)
 class RankedDocument:
-    """One reranked document: its position in the caller's list, score, rank (1 = best) and text."""
+    """One reranked document: its position in the caller's list, score, rank (1 = best), text
+    and, for documents given as dicts or :class:`winnow.types.Document`, their id and metadata."""
 
     index: int
     score: float
@@ -56,6 +59,8 @@ class RankedDocument:
     document: str | None = None
     truncated: bool = False
     num_tokens: int = 0
+    id: str | None = None
+    metadata: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -69,6 +74,8 @@ class RerankerConfig:
     max_length: int | None = None
     activation: str = "none"
     options: tuple[tuple[str, Any], ...] = field(default_factory=tuple)
+    #: the name the user gave (a hub id, an alias); ``model`` is what it resolved to (a folder)
+    name: str | None = None
 
     def option(self, name: str, default: Any = None) -> Any:
         return dict(self.options).get(name, default)
@@ -170,7 +177,28 @@ class Reranker(ABC):
 
     def __repr__(self) -> str:
         c = self.config
-        return f"{type(self).__name__}(model={c.model!r}, device={c.device!r}, dtype={c.dtype!r})"
+        path = f", path={c.model!r}" if self.name != c.model else ""
+        return (
+            f"{type(self).__name__}(model={self.name!r}{path}, device={c.device!r}, "
+            f"dtype={c.dtype!r})"
+        )
+
+    @property
+    def name(self) -> str:
+        """The model's name as the user gave it (hub id or folder), for labels and reports."""
+        return self.config.name or self.config.model
+
+    # -- pickling ----------------------------------------------------------------------------
+    def __reduce__(self):
+        """Pickle as the configuration only (kind, model path, options, device, dtype).
+
+        Unpickled, it is the process-wide cached instance of that configuration
+        (``loading.reranker_from_config``), whose weights load lazily on first use; so a reranker
+        ships to Daft or Ray workers without its weights, locks or memo.
+        """
+        from winnow.rerankers.loading import reranker_from_config
+
+        return (reranker_from_config, (self.config,))
 
     # -- loading -----------------------------------------------------------------------------
     @property
@@ -227,6 +255,12 @@ class Reranker(ABC):
         """Longest input (in tokens) the model scores; longer inputs are truncated."""
         self.load()
         return int(self.config.max_length or 512)
+
+    def document_window(self) -> int | None:
+        """Tokens of document text one input holds when the model encodes the query apart from
+        the document (a bi-encoder), so that windows of long documents need not leave room for
+        any query; None when query and document share one input (cross-encoders, LLMs)."""
+        return None
 
     def _run_engine(
         self, lengths, forward, desc: str = "scoring", progress: bool | None = None
@@ -290,19 +324,25 @@ class Reranker(ABC):
     def rank(
         self,
         query: str,
-        documents: Sequence[str],
+        documents: Sequence[str | Mapping[str, Any] | Document],
         top_k: int | None = None,
         return_documents: bool = True,
     ) -> list[RankedDocument]:
-        """Rerank ``documents`` for ``query``: best first, ties in input order."""
-        return self.rank_many([query], [documents], top_k=top_k, return_documents=return_documents)[
-            0
-        ]
+        """Rerank ``documents`` for ``query``: best first, ties in input order.
+
+        A document is a string, a ``{"id", "text", "title", "metadata"}`` dict (only ``text`` is
+        required; ``doc_id`` is accepted for ``id``) or a :class:`winnow.types.Document`; a title
+        is scored before the text, and the id and metadata come back on the hit.
+        """
+        checked = check_document_list(documents, "documents")
+        return self._rank_checked(
+            [check_query(query)], [checked], top_k, return_documents, "top_k"
+        )[0]
 
     def rank_many(
         self,
         queries: Sequence[str],
-        documents_per_query: Sequence[Sequence[str]],
+        documents_per_query: Sequence[Sequence[str | Mapping[str, Any] | Document]],
         top_k: int | None = None,
         return_documents: bool = True,
     ) -> list[list[RankedDocument]]:
@@ -311,9 +351,9 @@ class Reranker(ABC):
             raise InputError("queries must be a list of strings; use rank() for a single query")
         queries = [check_query(q, f"queries[{i}]") for i, q in enumerate(queries)]
         if isinstance(documents_per_query, (str, bytes)):
-            raise InputError("documents_per_query must be a list of lists of strings")
+            raise InputError("documents_per_query must be a list of lists of documents")
         documents = [
-            check_documents(d, f"documents_per_query[{i}]")
+            check_document_list(d, f"documents_per_query[{i}]")
             for i, d in enumerate(documents_per_query)
         ]
         if len(queries) != len(documents):
@@ -321,11 +361,23 @@ class Reranker(ABC):
                 f"got {len(queries)} queries but {len(documents)} document lists; "
                 "they must be the same length"
             )
-        if top_k is not None and (not isinstance(top_k, int) or top_k < 0):
-            raise InputError(f"top_k must be a non-negative integer or None, got {top_k!r}")
+        return self._rank_checked(queries, documents, top_k, return_documents, "top_k")
+
+    def _rank_checked(
+        self,
+        queries: list[str],
+        documents: list[list[CheckedDocument]],
+        top_k: int | None,
+        return_documents: bool,
+        top_k_name: str,
+    ) -> list[list[RankedDocument]]:
+        if top_k is not None and (
+            isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0
+        ):
+            raise InputError(f"{top_k_name} must be a non-negative integer or None, got {top_k!r}")
         if sum(len(d) for d in documents):
             self.load()
-        scored = self._score_lists(queries, documents)
+        scored = self._score_lists(queries, [[d.scored for d in docs] for docs in documents])
         results = []
         for docs, s in zip(documents, scored):
             order = rank_order(s.scores)
@@ -337,14 +389,50 @@ class Reranker(ABC):
                         index=int(i),
                         score=float(s.scores[i]),
                         rank=r + 1,
-                        document=docs[i] if return_documents else None,
+                        document=docs[i].text if return_documents else None,
                         truncated=bool(s.truncated[i]),
                         num_tokens=int(s.num_tokens[i]),
+                        id=docs[i].id,
+                        metadata=docs[i].metadata,
                     )
                     for r, i in enumerate(order)
                 ]
             )
         return results
+
+    # -- async, for applications (the work runs on a worker thread, off the event loop) -------
+    async def arank(
+        self,
+        query: str,
+        documents: Sequence[str | Mapping[str, Any] | Document],
+        top_k: int | None = None,
+        return_documents: bool = True,
+    ) -> list[RankedDocument]:
+        """:meth:`rank` without blocking the event loop (it runs in a worker thread)."""
+        import asyncio
+
+        return await asyncio.to_thread(self.rank, query, documents, top_k, return_documents)
+
+    async def arank_many(
+        self,
+        queries: Sequence[str],
+        documents_per_query: Sequence[Sequence[str | Mapping[str, Any] | Document]],
+        top_k: int | None = None,
+        return_documents: bool = True,
+    ) -> list[list[RankedDocument]]:
+        """:meth:`rank_many` without blocking the event loop (it runs in a worker thread)."""
+        import asyncio
+
+        return await asyncio.to_thread(
+            self.rank_many, queries, documents_per_query, top_k, return_documents
+        )
+
+    async def ascore_pairs(self, pairs: Iterable[tuple[str, str]]) -> np.ndarray:
+        """:meth:`score_pairs` without blocking the event loop (it runs in a worker thread)."""
+        import asyncio
+
+        checked = check_pairs(pairs)  # before the thread: a generator is consumed here, once
+        return await asyncio.to_thread(self.score_pairs, checked)
 
     # -- operations --------------------------------------------------------------------------
     def warmup(self) -> float:

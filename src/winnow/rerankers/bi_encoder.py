@@ -91,6 +91,16 @@ class BiEncoderReranker(Reranker):
         self.load()
         return self._max_length
 
+    def document_window(self) -> int:
+        """Tokens of document text the model reads: ``max_length`` less its special tokens and
+        the document prompt's tokens. A window this long is embedded whole, whatever the query."""
+        self.load()
+        tokenizer = self.model.tokenizer
+        specials = len(tokenizer("", add_special_tokens=True, verbose=False)["input_ids"])
+        prompt = self.config.option("document_prompt")
+        used = len(tokenizer(prompt, add_special_tokens=False)["input_ids"]) if prompt else 0
+        return max(1, self._max_length - specials - used)
+
     @property
     def dimension(self) -> int:
         self.load()

@@ -238,7 +238,15 @@ def window_tokenizer(reranker: Reranker):
 
 
 def default_window(reranker: Reranker, queries: Sequence[str], tokenizer) -> int:
-    """Tokens per window that leave room for the longest query and special tokens."""
+    """Tokens per window that leave room for the longest query and special tokens.
+
+    A reranker that encodes the query apart from the document (a bi-encoder) needs no room for
+    the query: its windows fill the model's input (``reranker.document_window()``), so they are the
+    same for every query and each distinct window is embedded once, however many queries see it.
+    """
+    own = reranker.document_window()
+    if own is not None:
+        return own
     longest_query = max((len(_token_offsets(q, tokenizer)) for q in queries), default=0)
     return max(16, reranker.max_length - longest_query - 8)
 
@@ -271,7 +279,8 @@ def _score_windows(
 
     Window pairs of all queries go through ``reranker.score_pairs_detailed`` in one call. The
     default window is sized for each query on its own, so a query's windows (and scores) do not
-    depend on the other queries of the call.
+    depend on the other queries of the call; a bi-encoder's fills the model's input whatever the
+    query, so every query sees the same windows of a document and each is embedded once.
     """
     tokenizer = window_tokenizer(reranker)
     pairs: list[tuple[str, str]] = []
@@ -323,7 +332,8 @@ def rank_chunked(
 
     Window pairs of all queries go through ``reranker.score_pairs_detailed`` in one call (so the
     engine batches them together). Defaults: ``window`` fills the model's ``max_length`` after the
-    query (each query's own), ``stride`` is three quarters of the window (25% overlap). A result is marked
+    query (each query's own; for a bi-encoder, which embeds the query apart, the model's whole
+    input), ``stride`` is three quarters of the window (25% overlap). A result is marked
     ``truncated`` when a window was cut by the model or ``max_chunks_per_doc`` dropped part of the
     document; ``num_tokens`` is the most tokens the model scored for any one window of it.
 

@@ -16,6 +16,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--model",
+        "--reranker",
+        dest="model",
         required=True,
         metavar="[KIND:]MODEL[?KEY=VALUE&...]",
         help="hub id or local model folder, optionally with its kind and the kind's options, "
@@ -102,7 +104,9 @@ def register_info(sub: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument(
-        "model", help="hub id, local model folder, or an Ollama model (--backend ollama)"
+        "model",
+        help="hub id, local model folder, a model spec (KIND:MODEL?KEY=VALUE, e.g. "
+        "colbert:MODEL), or an Ollama model (--backend ollama)",
     )
     p.add_argument(
         "--kind", default=None, help="reranker kind (inferred from the model if omitted)"
@@ -128,7 +132,16 @@ def run_info(args: argparse.Namespace) -> int:
         options["backend"] = args.backend
     if args.ollama_url is not None:
         options["ollama_url"] = args.ollama_url
-    reranker = load_reranker(args.model, args.kind, device=args.device, dtype=args.dtype, **options)
+    from winnow.rerankers.loading import load_model_ref
+    from winnow.rerankers.registry import KIND_ALIASES, parse_model_ref
+
+    kind = KIND_ALIASES.get(args.kind) or args.kind
+    ref = parse_model_ref(args.model)
+    if kind is None and not options and (ref.kind is not None or ref.options):
+        # a model spec (colbert:MODEL, KIND:MODEL?KEY=VALUE) as every other command takes
+        reranker = load_model_ref(ref, device=args.device, dtype=args.dtype)
+    else:
+        reranker = load_reranker(args.model, kind, device=args.device, dtype=args.dtype, **options)
     info = reranker.info(args.model)
     if args.json:
         print(json.dumps(info, indent=2))

@@ -92,11 +92,45 @@ def _read_json(
     return json.loads(Path(local).read_text())
 
 
+#: Keys of a PyLate / sentence-transformers ``config_sentence_transformers.json`` only ColBERTs have.
+_COLBERT_CONFIG_KEYS = ("query_prefix", "document_prefix", "do_query_expansion", "skiplist_words")
+
+
+def colbert_format(model: str) -> str | None:
+    """Which ColBERT checkpoint format ``model``'s files are, or None when it is not a ColBERT.
+
+    ``"multi-vector-encoder"`` (sentence-transformers >= 6 native: ``model_type``
+    MultiVectorEncoder, or a MultiVectorMask module), ``"pylate"`` (``model_type`` ColBERT, PyLate
+    modules or its query/document prefixes), ``"stanford"`` (``architectures`` HF_ColBERT) or
+    ``"retrieval"`` (transformers-native ``*ForRetrieval`` late-interaction models).
+    """
+    st_config = _read_json(model, "config_sentence_transformers.json") or {}
+    model_type = st_config.get("model_type")
+    modules = _read_json(model, "modules.json") or []
+    types = [str(m.get("type", "")) for m in modules if isinstance(m, dict)]
+    if model_type == "MultiVectorEncoder" or any("MultiVectorMask" in t for t in types):
+        return "multi-vector-encoder"
+    if (
+        model_type == "ColBERT"
+        or any(t.startswith("pylate.") for t in types)
+        or any(k in st_config for k in _COLBERT_CONFIG_KEYS)
+    ):
+        return "pylate"
+    config = _read_json(model, "config.json") or {}
+    architectures = config.get("architectures") or []
+    if "HF_ColBERT" in architectures:
+        return "stanford"
+    if any(str(a).endswith("ForRetrieval") for a in architectures):
+        return "retrieval"
+    return None
+
+
 def infer_kind(model: str) -> str:
     """Guess the reranker kind from a model's files.
 
-    ``*ForSequenceClassification`` is a cross-encoder, a sentence-transformers folder (modules.json)
-    a bi-encoder, ``*ForCausalLM`` a pointwise LLM reranker.
+    ``*ForSequenceClassification`` is a cross-encoder, a ColBERT checkpoint (see
+    :func:`colbert_format`) a late-interaction reranker, any other sentence-transformers folder
+    (modules.json) a bi-encoder, ``*ForCausalLM`` a pointwise LLM reranker.
     """
     from winnow.rerankers.registry import available_kinds
 
@@ -104,6 +138,8 @@ def infer_kind(model: str) -> str:
     architectures = config.get("architectures") or []
     if any(a.endswith("ForSequenceClassification") for a in architectures):
         return "cross-encoder"
+    if colbert_format(model) is not None:
+        return "late-interaction"
     if _read_json(model, "modules.json") is not None:
         return "bi-encoder"
     if any(a.endswith("ForCausalLM") for a in architectures):

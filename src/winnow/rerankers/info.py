@@ -206,7 +206,7 @@ def model_info(reranker: Reranker, name: str | None = None) -> dict[str, Any]:
     info: dict[str, Any] = dict.fromkeys(INFO_FIELDS)
     backend = c.option("backend", "hf")
     info.update(
-        name=name or c.model,
+        name=name or reranker.name,
         kind=c.kind,
         backend=backend if isinstance(backend, str) else "custom",
         dtype=c.dtype,

@@ -55,7 +55,9 @@ def load_reranker(
             ``max_tokens`` (token budget per batch), ``max_batch_size``, ``show_progress``); an
             unknown name or a value of the wrong type is a ConfigError listing the valid ones.
 
-    The same arguments give the same instance, across calls and threads. The weights load lazily on
+    ``reranker.name`` is ``model`` as given (a hub id stays a hub id in reprs, labels and reports);
+    ``reranker.config.model`` is the folder it resolved to. The same arguments give the same
+    instance, across calls and threads. The weights load lazily on
     first use (or ``reranker.load()``) and are shared by instances that differ only in options.
     """
     if options.get("backend") == "ollama":
@@ -72,22 +74,29 @@ def load_reranker(
     resolved_dtype = resolve_dtype(dtype, resolved_device)
     if max_length is not None and (not isinstance(max_length, int) or max_length < 8):
         raise ConfigError(f"max_length must be an integer >= 8, got {max_length!r}")
-    frozen = _freeze(options)
-    key = (path, kind, resolved_device, resolved_dtype, max_length, activation, frozen)
+    config = RerankerConfig(
+        model=path,
+        kind=kind,
+        device=resolved_device,
+        dtype=resolved_dtype,
+        max_length=max_length,
+        activation=activation,
+        options=_freeze(options),
+        name=os.fspath(model),  # what the user called it, shown beside the path it resolved to
+    )
+    return reranker_from_config(config)
 
-    def build() -> Reranker:
-        config = RerankerConfig(
-            model=path,
-            kind=kind,
-            device=resolved_device,
-            dtype=resolved_dtype,
-            max_length=max_length,
-            activation=activation,
-            options=frozen,
-        )
-        return cls(config)
 
-    return RERANKERS.get_or_create(key, build)
+def reranker_from_config(config: RerankerConfig) -> Reranker:
+    """The cached reranker of a (resolved) configuration, built on first use (not loaded).
+
+    ``load_reranker`` ends here, and so does unpickling a reranker (``Reranker.__reduce__``): a
+    reranker shipped to another process arrives as its configuration and becomes that process's
+    cached instance, whose weights load on first use.
+    """
+    c = config
+    key = (c.model, c.kind, c.device, c.dtype, c.max_length, c.activation, c.options, c.name)
+    return RERANKERS.get_or_create(key, lambda: get_kind(c.kind)(c))
 
 
 def load_model_ref(ref: ModelRef, **defaults: Any) -> Reranker:

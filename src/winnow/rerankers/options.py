@@ -73,6 +73,11 @@ FOREIGN_NAMES: dict[str, str] = {
     "prompt_name": "query_prompt / document_prompt (bi-encoder)",
     "model_name": "the model argument itself",
     "model_name_or_path": "the model argument itself",
+    "convert_to_tensor": "nothing: scores are always a float32 numpy array",
+    "convert_to_numpy": "nothing: scores are always a float32 numpy array",
+    "top_k": "an argument of rank() / rank_many(), not of load_reranker()",
+    "top_n": "top_k, an argument of rank() / rank_many(), not of load_reranker()",
+    "return_documents": "an argument of rank() / rank_many(), not of load_reranker()",
 }
 
 
@@ -201,7 +206,10 @@ def unknown_option(kind: str, key: str, valid: Mapping[str, OptionInfo]) -> Conf
         close = difflib.get_close_matches(key, list(valid), n=3, cutoff=0.6)
         if close:
             hint = f"; did you mean {' or '.join(close)}?"
-    return ConfigError(f"unknown option {key!r} for {kind}{hint}. Valid {_valid_list(kind, valid)}")
+    end = "" if hint.endswith("?") else "."
+    return ConfigError(
+        f"unknown option {key!r} for {kind}{hint}{end} Valid {_valid_list(kind, valid)}"
+    )
 
 
 def _bad_value(kind: str, info: OptionInfo, value: Any, valid: Mapping[str, OptionInfo], why=""):

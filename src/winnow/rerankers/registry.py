@@ -25,6 +25,7 @@ from winnow.errors import ConfigError
 _KINDS: dict[str, str] = {
     "cross-encoder": "winnow.rerankers.cross_encoder:CrossEncoderReranker",
     "bi-encoder": "winnow.rerankers.bi_encoder:BiEncoderReranker",
+    "late-interaction": "winnow.rerankers.late_interaction:LateInteractionReranker",
     "llm-pointwise": "winnow.rerankers.llm.pointwise:LLMPointwiseReranker",
     "llm-listwise": "winnow.rerankers.llm.listwise:LLMListwiseReranker",
 }
@@ -50,7 +51,7 @@ def get_kind(name: str) -> type:
 
 
 #: Short prefixes accepted in model specs ("llm:PATH") besides the kind names themselves.
-KIND_ALIASES = {"rerank": None, "llm": "llm-pointwise"}
+KIND_ALIASES = {"rerank": None, "llm": "llm-pointwise", "colbert": "late-interaction"}
 
 
 _OPTION_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -117,8 +118,8 @@ def parse_model_spec(spec: str) -> tuple[str | None, str]:
     """Split ``"KIND:MODEL"`` into (kind, model); a bare model gives (None, model).
 
     KIND is a registered kind (``cross-encoder``, ``bi-encoder``, ``llm-pointwise``...) or an alias:
-    ``rerank`` (kind inferred from the model, or given after it: ``rerank:cross-encoder:MODEL``) or
-    ``llm`` (``llm-pointwise``). A prefix that is neither is part of the model name. Options after
+    ``rerank`` (kind inferred from the model, or given after it: ``rerank:cross-encoder:MODEL``),
+    ``llm`` (``llm-pointwise``) or ``colbert`` (``late-interaction``). A prefix that is neither is part of the model name. Options after
     ``?`` are left out (:func:`parse_model_ref` keeps them).
     """
     ref = parse_model_ref(spec)

@@ -19,6 +19,12 @@ With ``index="faiss"`` (extra ``winnow[faiss]``) search goes through a FAISS ind
 embeddings with ``faiss.index_factory(dim, faiss_factory, METRIC_INNER_PRODUCT)``: ``"Flat"`` (the
 default) is exact and multi-threaded, ``"HNSW32"`` and the like are approximate. The FAISS index is
 built in memory at ``index()`` time from the (cached) embeddings, not stored.
+
+With ``passages=True`` (MaxP, :mod:`winnow.retrieval.passages`) a document longer than the model's
+input is embedded as overlapping windows of ``window`` tokens every ``stride`` tokens and scored by
+its best window; ``embeddings`` then has one row per window and ``window_doc`` names each row's
+document. The window settings are part of the cache key, and the entry also holds
+``window_doc.npy``. Search stays exact (the FAISS index is not available with passages).
 """
 
 from __future__ import annotations
@@ -47,6 +53,9 @@ logger = logging.getLogger(__name__)
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 EMBEDDINGS = "embeddings.npy"
 DOC_IDS = "doc_ids.json"
+WINDOW_DOC = "window_doc.npy"
+#: Version of the window cutting, in the cache key of passage indexes.
+PASSAGE_SPLITTER = "window_spans-whitespace-v1"
 #: Largest query-by-document score block computed at once (float32 elements: 256 MiB).
 SCORE_BLOCK = 1 << 26
 _SAMPLE = 1 << 20
@@ -110,7 +119,12 @@ class Dense:
         index: ``"exact"`` (numpy matrix product) or ``"faiss"``.
         faiss_factory: FAISS index description for ``index="faiss"`` (``"Flat"``, ``"HNSW32"``, ...).
         checkpoint_every: documents encoded at a time; with ``cache_dir`` each finished chunk is
-            saved, so an interrupted ``index()`` resumes where it stopped.
+            saved, so an interrupted ``index()`` resumes where it stopped (windows, with passages).
+        passages: embed documents longer than the model's input as overlapping windows and score
+            each document by its best window (MaxP); exact search only.
+        window, stride: window length and step in tokens with ``passages`` (default: the model's
+            whole input, ``max_length`` less special tokens and document prompt; three quarters of
+            the window). A window longer than the model's input is refused.
         **options: passed to ``load_reranker`` (``max_tokens``, ``max_batch_size``).
 
     ``timings`` holds the seconds of the last ``index`` (``hash``, ``cache_hit``, ``encode``,
@@ -131,9 +145,13 @@ class Dense:
         index: str = "exact",
         faiss_factory: str = "Flat",
         checkpoint_every: int = CHECKPOINT_EVERY,
+        passages: bool = False,
+        window: int | None = None,
+        stride: int | None = None,
         **options: Any,
     ):
         from winnow.rerankers.loading import load_reranker
+        from winnow.retrieval.passages import PassageSettings
 
         if (
             isinstance(checkpoint_every, bool)
@@ -148,6 +166,13 @@ class Dense:
             raise ConfigError(f"index must be 'exact' or 'faiss', got {index!r}")
         if index == "faiss":
             require("faiss", "faiss")
+        if not isinstance(passages, bool):
+            raise ConfigError(f"passages must be True or False, got {passages!r}")
+        if not passages and (window is not None or stride is not None):
+            raise ConfigError("window and stride apply with passages=True only")
+        if passages and index != "exact":
+            raise ConfigError("passages=True searches exactly: index must be 'exact'")
+        self.passages = PassageSettings(window, stride) if passages else None
         self.index_type = index
         self.faiss_factory = faiss_factory
         self._faiss = None
@@ -166,9 +191,21 @@ class Dense:
         self.embeddings: np.ndarray | None = None
         self._doc_ids: list[str] = []
         self._doc_order: np.ndarray | None = None
+        #: with passages: the document index of each row of ``embeddings``
+        self.window_doc: np.ndarray | None = None
 
     def __repr__(self) -> str:
+        if self.passages is not None:
+            rows = 0 if self.embeddings is None else len(self.embeddings)
+            return (
+                f"Dense({self.model!r}, passages, {len(self._doc_ids)} documents indexed "
+                f"as {rows} windows)"
+            )
         return f"Dense({self.model!r}, {len(self._doc_ids)} documents indexed)"
+
+    def window_settings(self) -> tuple[int, int] | None:
+        """``(window, stride)`` in tokens with passages (defaults resolved), else None."""
+        return None if self.passages is None else self.passages.resolve(self.encoder)
 
     @property
     def doc_ids(self) -> list[str]:
@@ -187,7 +224,7 @@ class Dense:
             self.encoder.load()
             local = _local_model_dir(c.model)
         identity = model_fingerprint(local) if local is not None else f"hub:{c.model}"
-        return {
+        key = {
             "model": identity,
             "dtype": c.dtype,
             "max_length": c.max_length,
@@ -195,10 +232,21 @@ class Dense:
             "text": "title + ' ' + text",
             "corpus": corpus_hash(corpus),
         }
+        if self.passages is not None:  # plain dense keys stay as they were
+            window, stride = self.window_settings()
+            key["passages"] = {"window": window, "stride": stride, "splitter": PASSAGE_SPLITTER}
+        return key
 
-    def _set(self, doc_ids: list[str], embeddings: np.ndarray, timings: dict[str, float]) -> None:
+    def _set(
+        self,
+        doc_ids: list[str],
+        embeddings: np.ndarray,
+        timings: dict[str, float],
+        window_doc: np.ndarray | None = None,
+    ) -> None:
         self._doc_ids = doc_ids
         self.embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
+        self.window_doc = window_doc
         self._doc_order = tie_break_order(doc_ids)  # tie-break key: rank of each id in sorted order
         self._faiss = None
         if self.index_type == "faiss":
@@ -233,17 +281,24 @@ class Dense:
                 try:
                     doc_ids = json.loads((entry / DOC_IDS).read_text())
                     embeddings = np.load(entry / EMBEDDINGS)
-                    if embeddings.shape[0] != len(doc_ids) or len(doc_ids) != len(corpus):
+                    window_doc = self._read_window_doc(entry, len(doc_ids), len(embeddings))
+                    if len(doc_ids) != len(corpus) or (
+                        window_doc is None and embeddings.shape[0] != len(doc_ids)
+                    ):
                         raise ValueError("embeddings do not match the documents")
+                    if window_doc is None:
+                        texts = [corpus[d].full_text for d in doc_ids]
+                    else:  # same corpus hash, so the same documents in the same order
+                        texts, owner = self._texts(corpus)
+                        if not np.array_equal(owner, window_doc):
+                            raise ValueError("the windows do not match the cached ones")
                 except (OSError, ValueError) as exc:
                     logger.warning("unreadable dense cache entry %s (%s); rebuilding", entry, exc)
                     shutil.rmtree(entry, ignore_errors=True)
                 else:
-                    self._set(doc_ids, embeddings, timings)
-                    # A later bi-encoder rerank with this model then finds these documents embedded.
-                    self.encoder.remember_documents(
-                        [corpus[d].full_text for d in doc_ids], embeddings
-                    )
+                    self._set(doc_ids, embeddings, timings, window_doc)
+                    # A later bi-encoder rerank with this model then finds these texts embedded.
+                    self.encoder.remember_documents(texts, embeddings)
                     timings["cache_hit"] = 1.0
                     timings["index"] = time.perf_counter() - start
                     self.timings = timings
@@ -251,7 +306,10 @@ class Dense:
                     return self
         doc_ids = list(corpus)
         t = time.perf_counter()
-        texts = [d.full_text for d in corpus.values()]
+        texts, window_doc = self._texts(corpus)
+        if window_doc is not None:
+            timings["windows"] = time.perf_counter() - t
+        t = time.perf_counter()
         embeddings, chunks = self._encode_in_chunks(texts, key)
         timings["encode"] = time.perf_counter() - t
         if entry is not None:
@@ -259,16 +317,45 @@ class Dense:
             def write(folder: Path) -> None:
                 np.save(folder / EMBEDDINGS, np.asarray(embeddings, dtype=np.float32))
                 (folder / DOC_IDS).write_text(json.dumps(doc_ids))
+                if window_doc is not None:
+                    np.save(folder / WINDOW_DOC, window_doc)
 
             meta = {**key, "model_path": self.model, "documents": len(doc_ids)}
+            if window_doc is not None:
+                meta["windows"] = len(texts)
             if save_entry(entry, meta, write):
                 logger.info("dense embeddings saved to %s", entry)
                 for chunk in chunks:  # the whole entry holds them now
                     shutil.rmtree(chunk, ignore_errors=True)
-        self._set(doc_ids, embeddings, timings)
+        self._set(doc_ids, embeddings, timings, window_doc)
         timings["index"] = time.perf_counter() - start
         self.timings = timings
         return self
+
+    def _texts(self, corpus: Mapping[str, Document]) -> tuple[list[str], np.ndarray | None]:
+        """What is embedded for ``corpus``, in corpus order: the full texts, or with passages the
+        windows and the document index of each (``winnow.retrieval.passages.document_windows``)."""
+        if self.passages is None:
+            return [d.full_text for d in corpus.values()], None
+        from winnow.rerankers.chunking import window_tokenizer
+        from winnow.retrieval.passages import document_windows
+
+        window, stride = self.window_settings()
+        return document_windows(corpus, window_tokenizer(self.encoder), window, stride)
+
+    def _read_window_doc(self, entry: Path, documents: int, rows: int) -> np.ndarray | None:
+        """A passage entry's window -> document indices, checked against its shape."""
+        if self.passages is None:
+            return None
+        window_doc = np.load(entry / WINDOW_DOC)
+        if (
+            window_doc.shape != (rows,)
+            or window_doc.dtype != np.int64
+            or (rows and (window_doc.min() < 0 or window_doc.max() >= documents))
+            or len(np.unique(window_doc)) != documents
+        ):
+            raise ValueError("window_doc.npy does not match the embeddings and documents")
+        return window_doc
 
     def _encode_in_chunks(
         self, texts: list[str], key: dict[str, Any] | None
@@ -278,8 +365,7 @@ class Dense:
         embeddings and the checkpoint folders (to remove once the whole entry is saved)."""
         step = self.checkpoint_every
         if len(texts) <= step:  # one chunk: nothing to resume from
-            emb = self.encoder.encode_documents(texts, show_progress=self._progress())
-            return np.asarray(emb, dtype=np.float32), []
+            return self.encode_documents(texts), []
         out: np.ndarray | None = None  # filled chunk by chunk: no second copy of the matrix
         folders: list[Path] = []
         reused = 0
@@ -294,10 +380,7 @@ class Dense:
                 if emb is not None:
                     reused += end - begin
             if folder is None or emb is None:
-                emb = np.asarray(
-                    self.encoder.encode_documents(texts[begin:end], show_progress=self._progress()),
-                    dtype=np.float32,
-                )
+                emb = self.encode_documents(texts[begin:end])
                 if folder is not None:
                     meta = {**params, "model_path": self.model}
                     save_entry(folder, meta, lambda f, e=emb: np.save(f / EMBEDDINGS, e))
@@ -309,6 +392,12 @@ class Dense:
                 "dense: %d of %d document embeddings read from checkpoints", reused, len(texts)
             )
         return out, folders
+
+    def encode_documents(self, texts: list[str]) -> np.ndarray:
+        """Float32 embeddings of documents' texts (one chunk of ``index``); the Daft engine's
+        index (``winnow.distributed.stages``) runs this on its workers instead."""
+        emb = self.encoder.encode_documents(texts, show_progress=self._progress())
+        return np.asarray(emb, dtype=np.float32)
 
     def search(self, queries: Mapping[str, str], top_k: int = 1000) -> Run:
         """Top ``top_k`` documents per query by cosine similarity, best first.
@@ -348,7 +437,14 @@ class Dense:
             top, idx = self._faiss.search(q, k) if len(q) else (np.zeros((0, k)), np.zeros((0, k)))
             idx, top = order_hits(idx.astype(np.int64), top.astype(np.float32), self._doc_order)
         else:
-            idx, top = exact_top_k(query_embeddings, self.embeddings, top_k, self._doc_order)
+            idx, top = exact_top_k(
+                query_embeddings,
+                self.embeddings,
+                top_k,
+                self._doc_order,
+                window_doc=self.window_doc,
+                num_documents=len(self._doc_ids),
+            )
         ids = self._doc_ids
         return [
             {ids[i]: s for i, s in zip(i_row, s_row) if i >= 0}
@@ -391,8 +487,15 @@ def exact_top_k(
     top_k: int,
     doc_order: np.ndarray | None = None,
     block: int = SCORE_BLOCK,
+    *,
+    window_doc: np.ndarray | None = None,
+    num_documents: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-k inner product: ``(indices, scores)`` of shape (queries, min(top_k, documents)).
+
+    With ``window_doc`` (MaxP) the rows of ``documents`` are windows, ``window_doc[i]`` the index of
+    row i's document among ``num_documents`` of them, and a document's score is its best
+    window's (``winnow.retrieval.passages.max_per_document``).
 
     Scores are computed in float32 for blocks of queries of at most ``block`` elements and the
     k + 1 best of each row taken with ``torch.topk`` (multi-threaded; numpy's single-threaded
@@ -402,17 +505,22 @@ def exact_top_k(
     """
     import torch
 
+    from winnow.retrieval.passages import max_per_document
+
     docs = torch.from_numpy(np.ascontiguousarray(documents, dtype=np.float32))
     q = np.ascontiguousarray(queries, dtype=np.float32)
-    n = docs.shape[0]
+    owner = None if window_doc is None else torch.from_numpy(np.asarray(window_doc, np.int64))
+    n = docs.shape[0] if owner is None else int(num_documents)
     k = min(top_k, n)
     kk = min(k + 1, n)
-    rows = max(1, block // max(n, 1))
+    rows = max(1, block // max(docs.shape[0], n, 1))
     out_idx = np.empty((q.shape[0], k), dtype=np.int64)
     out_top = np.empty((q.shape[0], k), dtype=np.float32)
     with torch.inference_mode():
         for begin in range(0, q.shape[0], rows):
             scores = torch.from_numpy(q[begin : begin + rows]) @ docs.T
+            if owner is not None:
+                scores = max_per_document(scores, owner, n)
             values, indices = torch.topk(scores, kk, dim=1, largest=True, sorted=True)
             top = values[:, :k].numpy().copy()
             idx = indices[:, :k].numpy().copy()
