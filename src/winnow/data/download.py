@@ -14,13 +14,13 @@ import logging
 import os
 import shutil
 import stat
-import sys
 import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from winnow._fs import atomic_directory
+from winnow._progress import progress_enabled
 from winnow.errors import DatasetError
 
 logger = logging.getLogger(__name__)
@@ -85,7 +85,7 @@ def _download(url: str, dest: Path, timeout: float, show_progress: bool | None) 
     from tqdm.auto import tqdm
 
     sha, md5 = hashlib.sha256(), hashlib.md5()
-    progress = sys.stderr.isatty() if show_progress is None else show_progress
+    progress = progress_enabled(show_progress)
     try:
         with httpx.stream("GET", url, timeout=timeout, follow_redirects=True) as response:
             if response.status_code != 200:

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from winnow._progress import progress_enabled
 from winnow.errors import ConfigError, InputError
 from winnow.retrieval._checks import check_corpus, check_queries
 from winnow.types import Document, Run
@@ -137,25 +138,16 @@ class ColBERT:
         """The built :class:`~winnow.retrieval.late_interaction.MultiVectorIndex` (after index())."""
         return self._index
 
-    def _progress(self) -> bool:
-        import sys
-
-        return sys.stderr.isatty() if self.show_progress is None else bool(self.show_progress)
-
     def cache_key(self, corpus: Mapping[str, Document]) -> dict[str, Any]:
         """Everything the index depends on."""
         from winnow._hashing import corpus_hash
-        from winnow.retrieval.dense import _local_model_dir, model_fingerprint
+        from winnow.retrieval.dense import encoder_identity
 
         c = self.encoder.config
-        local = _local_model_dir(c.model)
-        if local is None:  # a hub model not yet downloaded: download it through the encoder
-            self.encoder.load()
-            local = _local_model_dir(c.model)
         settings = self.encoder.settings()
         settings.pop("similarity", None)  # scores are divided at search time, not stored
         return {
-            "model": model_fingerprint(local) if local is not None else f"hub:{c.model}",
+            "model": encoder_identity(self.encoder),
             "dtype": c.dtype,
             "settings": settings,
             "text": "title + ' ' + text",
@@ -177,7 +169,9 @@ class ColBERT:
             timings["cache_hit"] = 0.0
             t = time.perf_counter()
             texts = [corpus[d].full_text for d in doc_ids]
-            vectors = self.encoder.encode_documents(texts, show_progress=self._progress())
+            vectors = self.encoder.encode_documents(
+                texts, show_progress=progress_enabled(self.show_progress)
+            )
             timings["encode"] = time.perf_counter() - t
             t = time.perf_counter()
             built = build_index(doc_ids, vectors, kind=self.index_kind, **self.index_options)

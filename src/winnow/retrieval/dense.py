@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from winnow._hashing import corpus_hash
+from winnow._progress import progress_enabled
 from winnow._runs import check_top_k, tie_break_order
 from winnow.errors import ConfigError, InputError, require
 from winnow.retrieval._cache import entry_dir, is_complete, save_entry
@@ -92,6 +93,17 @@ def model_fingerprint(path: str | os.PathLike) -> str:
             continue
         _file_fingerprint(h, file, rel)
     return h.hexdigest()
+
+
+def encoder_identity(encoder) -> str:
+    """What a reranker-backed encoder's outputs depend on: its files' fingerprint (downloading a
+    hub model not yet local through the encoder), else ``hub:<id>``."""
+    model = encoder.config.model
+    local = _local_model_dir(model)
+    if local is None:  # a hub model not yet downloaded: download it through the encoder
+        encoder.load()
+        local = _local_model_dir(model)
+    return model_fingerprint(local) if local is not None else f"hub:{model}"
 
 
 def _local_model_dir(model: str) -> Path | None:
@@ -211,21 +223,11 @@ class Dense:
     def doc_ids(self) -> list[str]:
         return list(self._doc_ids)
 
-    def _progress(self) -> bool:
-        import sys
-
-        return sys.stderr.isatty() if self.show_progress is None else bool(self.show_progress)
-
     def cache_key(self, corpus: Mapping[str, Document]) -> dict[str, Any]:
         """Everything the document embeddings depend on."""
         c = self.encoder.config
-        local = _local_model_dir(c.model)
-        if local is None:  # a hub model not yet downloaded: download it through the encoder
-            self.encoder.load()
-            local = _local_model_dir(c.model)
-        identity = model_fingerprint(local) if local is not None else f"hub:{c.model}"
         key = {
-            "model": identity,
+            "model": encoder_identity(self.encoder),
             "dtype": c.dtype,
             "max_length": c.max_length,
             "document_prompt": c.option("document_prompt"),
@@ -396,7 +398,9 @@ class Dense:
     def encode_documents(self, texts: list[str]) -> np.ndarray:
         """Float32 embeddings of documents' texts (one chunk of ``index``); the Daft engine's
         index (``winnow.distributed.stages``) runs this on its workers instead."""
-        emb = self.encoder.encode_documents(texts, show_progress=self._progress())
+        emb = self.encoder.encode_documents(
+            texts, show_progress=progress_enabled(self.show_progress)
+        )
         return np.asarray(emb, dtype=np.float32)
 
     def search(self, queries: Mapping[str, str], top_k: int = 1000) -> Run:

@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import shutil
-import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -21,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from winnow._progress import progress_enabled
 from winnow.errors import ConfigError, DatasetError, ModelLoadError, require
 
 logger = logging.getLogger(__name__)
@@ -68,10 +68,6 @@ def _check_common(epochs, batch_size, learning_rate, seed, max_steps, max_length
         or not 0 < learning_rate < 1
     ):
         raise ConfigError(f"learning_rate must be a number in (0, 1), got {learning_rate!r}")
-
-
-def _progress(progress: bool | None) -> bool:
-    return sys.stderr.isatty() if progress is None else bool(progress)
 
 
 @contextlib.contextmanager
@@ -500,7 +496,7 @@ def _arguments(epochs, batch_size, learning_rate, warmup_ratio, seed, max_steps,
         "seed": seed,
         "data_seed": seed,
         "max_steps": max_steps if max_steps is not None else -1,
-        "disable_tqdm": not _progress(progress),
+        "disable_tqdm": not progress_enabled(progress),
         "report_to": "none",
         "logging_strategy": "epoch",
         **per_epoch,
