@@ -136,22 +136,26 @@ def _model(args: argparse.Namespace, kind: str | None = None):
     return load_model_ref(ref, device=args.device, dtype=args.dtype)
 
 
-def run_score_pairs(args: argparse.Namespace) -> int:
+def _run_table(args: argparse.Namespace, load, local, job: str, done: str) -> int:
+    """Read ``--input``, run it with the model ``load()`` gives through ``local`` (in this
+    process) or the Daft ``job`` of ``winnow.distributed.jobs``, write ``--output``."""
+    from winnow.distributed import jobs
     from winnow.distributed.io import read_table, write_table
 
-    engine = engine_options(args)
-    reranker = _model(args)
+    engine = engine_options(args)  # bad engine flags are named before any model is resolved
+    model = load()
     df = read_table(args.input, args.format)
     started = time.perf_counter()
-    if engine is None:
-        df = _score_in_process(df, reranker)
-    else:
-        from winnow.distributed.jobs import score_pairs_job
-
-        df = score_pairs_job(df, reranker, engine)
+    df = local(df, model) if engine is None else getattr(jobs, job)(df, model, engine)
     out = write_table(df, args.output)
-    print(f"scored pairs in {time.perf_counter() - started:.2f}s; wrote {out}", file=sys.stderr)
+    print(f"{done} in {time.perf_counter() - started:.2f}s; wrote {out}", file=sys.stderr)
     return 0
+
+
+def run_score_pairs(args: argparse.Namespace) -> int:
+    return _run_table(
+        args, lambda: _model(args), _score_in_process, "score_pairs_job", "scored pairs"
+    )
 
 
 def _score_in_process(df, reranker):
@@ -176,21 +180,8 @@ def _score_in_process(df, reranker):
 
 
 def run_encode(args: argparse.Namespace) -> int:
-    from winnow.distributed.io import read_table, write_table
-
-    engine = engine_options(args)
-    encoder = _model(args, kind="bi-encoder")
-    df = read_table(args.input, args.format)
-    started = time.perf_counter()
-    if engine is None:
-        df = _encode_in_process(df, encoder)
-    else:
-        from winnow.distributed.jobs import encode_job
-
-        df = encode_job(df, encoder, engine)
-    out = write_table(df, args.output)
-    print(f"encoded in {time.perf_counter() - started:.2f}s; wrote {out}", file=sys.stderr)
-    return 0
+    load = lambda: _model(args, kind="bi-encoder")  # noqa: E731
+    return _run_table(args, load, _encode_in_process, "encode_job", "encoded")
 
 
 def _encode_in_process(df, encoder):
