@@ -3,8 +3,11 @@
 On one collection split 60/40 by query (``train@0.6`` / ``test@0.6``), all on CPU:
 
 1. ``winnow mine`` the train queries: BM25 candidates judged by all-MiniLM-L6-v2 (bi-encoder),
-   relative margin 0.05, 1 negative per positive, triplets; with ``--max-positives N`` at most N
-   rows per query are kept (first in file order; default: all);
+   relative margin 0.05, 1 negative per positive, triplets, candidates among BM25's top
+   ``--range-max`` (default: mine's own, 10 per negative); with ``--max-positives N`` at most N
+   rows per query are kept (first in file order; default: all). The weakest positive of a query is
+   the margin's reference, so a collection with many positives per query (CISI: ~40) needs a
+   deeper ``--range-max`` to find negatives below it;
 2. the guide: ``winnow train cross-encoder`` (BCE, ``--epochs``) from all-MiniLM-L6-v2 on those triplets
    (no real cross-encoder is available offline);
 3. fine-tune all-MiniLM-L6-v2 (``--epochs``, default 1, batch 32, max_seq_length 128) with MNRL, with the
@@ -60,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", default=os.environ.get("WINNOW_DATA"))
     parser.add_argument("--work", default="/tmp/winnow-training-quality")
     parser.add_argument("--max-positives", type=int, default=0, help="rows kept per query (0: all)")
+    parser.add_argument("--range-max", type=int, default=0, help="candidates per query (0: mine's)")
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--learning-rate", type=float, default=5e-5)
@@ -80,14 +84,17 @@ def main(argv: list[str] | None = None) -> int:
     mined = work / "mined.jsonl"
     t = time.perf_counter()
     if not mined.is_file():
-        winnow(
+        out = winnow(
             "mine",
             *data,
             *("--split", "train@0.6", "--candidates", "bm25", "--judge", f"bi-encoder:{BASE}"),
             *("--num-negatives", "1", "--relative-margin", "0.05", "--format", "triplet"),
             *("--output", str(mined), "--cache-dir", str(work / "cache"), "--no-progress"),
+            *(("--range-max", str(args.range_max)) if args.range_max else ()),
+            "--json",
             env=env,
         )
+        (work / "mine.json").write_text(out)
     timings["mine"] = time.perf_counter() - t
     train = work / "train.jsonl"
     rows = cap_rows(mined, train, args.max_positives)
@@ -164,6 +171,9 @@ def main(argv: list[str] | None = None) -> int:
         "train_rows": rows,
         "test_queries": metrics["queries"],
         "mine_seconds": round(timings["mine"], 1),
+        "mine": json.loads((work / "mine.json").read_text())
+        if (work / "mine.json").is_file()
+        else None,
         "systems": {},
     }
     base_score = metrics["systems"][systems[0]]["nDCG@10"]
