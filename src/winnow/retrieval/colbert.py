@@ -204,9 +204,12 @@ class ColBERT:
 
     def cache_key(self, corpus: Mapping[str, Document]) -> dict[str, Any]:
         """Everything the index depends on."""
-        kind = self.resolve_kind(len(corpus))
+        return self._index_key(self.encoding_key(corpus), len(corpus))
+
+    def _index_key(self, encoding_key: dict[str, Any], num_documents: int) -> dict[str, Any]:
+        kind = self.resolve_kind(num_documents)
         key = {
-            **self.encoding_key(corpus),
+            **encoding_key,
             "index": kind,
             "index_options": dict(sorted(self.index_options.items())),
         }
@@ -230,13 +233,12 @@ class ColBERT:
             )
         knobs = dict(self.index_options)
         chunk_folders: list[Path] = []
-        key = None
+        encode_key = None if self.cache_dir is None else self.encoding_key(corpus)
 
         def build():
             timings["cache_hit"] = 0.0
             t = time.perf_counter()
             texts = [corpus[d].full_text for d in doc_ids]
-            encode_key = None if self.cache_dir is None else self.encoding_key(corpus)
             chunks, folders = self._encode_in_chunks(texts, encode_key, self.token_dtype(kind))
             chunk_folders.extend(folders)
             timings["encode"] = time.perf_counter() - t
@@ -248,7 +250,7 @@ class ColBERT:
         if self.cache_dir is None:
             index = build()
         else:
-            key = self.cache_key(corpus)
+            key = self._index_key(encode_key, len(doc_ids))
             timings["hash"] = time.perf_counter() - start
             index = cached_index(self.cache_dir, key, build)
             if chunk_folders and is_complete(entry_dir(self.cache_dir, "late-interaction", key)):
