@@ -223,6 +223,20 @@ def test_plaid_scores_are_maxsim_over_the_decompressed_vectors(token_vectors, pl
     assert checked >= 100
 
 
+def test_plaid_search_is_the_same_without_its_precomputed_arrays(token_vectors, plaid, tmp_path):
+    """The per-document centroid matrix and the token norms only save work: an index loaded
+    without ``norms.npy`` (saved before it existed) or without the matrix searches the same."""
+    _, _, qs = token_vectors
+    expected = plaid.search(qs, k=30)
+    plaid.save(tmp_path / "idx")
+    (tmp_path / "idx" / "norms.npy").unlink()
+    old = load_index(tmp_path / "idx")
+    assert old._norms is None and old.search(qs, k=30) == expected
+    old._padded = False  # the per-call layout of the token codes
+    assert old.search(qs, k=30) == expected
+    np.testing.assert_array_equal(old.token_norms(), plaid.token_norms())
+
+
 def test_auto_kind_is_exact_below_4096_documents():
     assert auto_kind(1_400) == "exact" and auto_kind(4_095) == "exact"
     assert auto_kind(4_096) == "plaid" and auto_kind(100_000) == "plaid"

@@ -52,6 +52,8 @@ RESIDUALS = "residuals.npy"
 CODEC = "codec.faiss"
 IVF = "ivf.npy"
 IVF_LENGTHS = "ivf_lengths.npy"
+#: Optional: the norm of each token's centroid + residual (computed on first search if absent).
+NORMS = "norms.npy"
 #: Tokens assigned to centroids / coded per faiss call (bounds the temporary arrays).
 ASSIGN_BLOCK = 1 << 16
 #: Largest query-token x candidate-token block scored at once in centroid interaction.
@@ -156,6 +158,7 @@ class PlaidIndex(MultiVectorIndex):
         self.ivf = np.zeros(0, dtype=np.int32)
         self.ivf_offsets = np.zeros(1, dtype=np.int64)
         self._norms: np.ndarray | None = None  # per-token norm of centroid + residual, lazily
+        self._padded: np.ndarray | bool | None = None  # see _doc_codes
         self._affine: tuple[np.ndarray, np.ndarray] | bool | None = None  # see _residual_affine
 
     @staticmethod
@@ -243,7 +246,7 @@ class PlaidIndex(MultiVectorIndex):
             res = tokens[begin:end] - self.centroids[codes[begin:end]]
             residuals[begin:end] = self._codec.sa_encode(np.ascontiguousarray(res))
         first_doc = len(self.doc_ids)  # the base class appends the ids after this returns
-        self._norms = None
+        self._norms = self._padded = None
         self.codes = np.concatenate([self.codes, codes])
         self.residuals = (
             residuals if not len(self.residuals) else np.concatenate([self.residuals, residuals])
@@ -310,9 +313,10 @@ class PlaidIndex(MultiVectorIndex):
         if self._norms is None or len(self._norms) != self.num_tokens:
             norms = np.empty(self.num_tokens, dtype=np.float32)
             for begin in range(0, self.num_tokens, ASSIGN_BLOCK):
-                pos = np.arange(begin, min(begin + ASSIGN_BLOCK, self.num_tokens))
-                vecs = self._raw_vectors(pos)
-                norms[pos] = np.sqrt(np.einsum("ij,ij->i", vecs, vecs))
+                end = min(begin + ASSIGN_BLOCK, self.num_tokens)
+                vecs = self._codec.sa_decode(np.ascontiguousarray(self.residuals[begin:end]))
+                vecs += self.centroids[np.asarray(self.codes[begin:end])]
+                norms[begin:end] = np.sqrt(np.einsum("ij,ij->i", vecs, vecs))
             self._norms = np.maximum(norms, 1e-12)
         return self._norms
 
@@ -361,17 +365,45 @@ class PlaidIndex(MultiVectorIndex):
         seg = np.repeat(starts - (np.cumsum(lens) - lens), lens)
         return np.arange(int(lens.sum()), dtype=np.int64) + seg
 
+    def _doc_codes(self) -> np.ndarray | None:
+        """Each document's distinct centroid ids as a (documents x widest) int32 matrix padded
+        with ``ncentroids`` (built once per index), or None when the padding would make it more
+        than 4 times the size of the distinct (document, centroid) pairs."""
+        if self._padded is None:
+            n_docs, n_c = len(self.doclens), len(self.centroids)
+            doc = np.repeat(np.arange(n_docs, dtype=np.int64), self.doclens)
+            pairs = np.unique(doc * n_c + np.asarray(self.codes, dtype=np.int64))
+            owner = pairs // n_c
+            counts = np.bincount(owner, minlength=n_docs)
+            width = int(counts.max())
+            if n_docs * width > 4 * len(pairs) + 4096:
+                self._padded = False
+            else:
+                padded = np.full((n_docs, width), n_c, dtype=np.int32)
+                starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+                padded[owner, np.arange(len(pairs)) - np.repeat(starts, counts)] = pairs % n_c
+                self._padded = padded
+        return self._padded if self._padded is not False else None
+
     def _centroid_maxsim(self, table: np.ndarray, docs: np.ndarray) -> np.ndarray:
         """Approximate MaxSim of ``docs`` from ``table``, the (centroids x query tokens) scores.
 
-        Each document's centroid ids are laid out in a (documents x longest) matrix, shorter
-        documents padded with an extra centroid that scores -inf; its rows of the table are
-        gathered (one short contiguous copy per token), the maximum taken over the document's
-        tokens and the sum over query tokens (``np.maximum.reduceat`` is several times slower).
+        Each document's distinct centroid ids are laid out in a (documents x widest) matrix
+        (:meth:`_doc_codes`, or per call from the token codes when that would be too large),
+        padded with an extra centroid that scores -inf; its rows of the table are gathered (one
+        short contiguous copy per centroid), the maximum taken over the document's tokens and
+        the sum over query tokens (``np.maximum.reduceat`` is several times slower).
         """
         n_c, lq = table.shape
         ext = np.vstack([table, np.full((1, lq), -np.inf, dtype=table.dtype)])
         out = np.empty(len(docs), dtype=np.float32)
+        padded = self._doc_codes()
+        if padded is not None:
+            per_block = max(1, GATHER_BLOCK // (lq * padded.shape[1]))
+            for begin in range(0, len(docs), per_block):
+                part = docs[begin : begin + per_block]
+                out[begin : begin + len(part)] = ext[padded[part]].max(axis=1).sum(axis=1)
+            return out
         lens_all = self.doclens[docs]
         longest = int(lens_all.max())
         steps = np.arange(longest)
@@ -453,6 +485,7 @@ class PlaidIndex(MultiVectorIndex):
         np.save(folder / RESIDUALS, np.ascontiguousarray(self.residuals))
         np.save(folder / IVF, self.ivf)
         np.save(folder / IVF_LENGTHS, np.diff(self.ivf_offsets))
+        np.save(folder / NORMS, self.token_norms())
         faiss.serialize_index(self._codec).tofile(folder / CODEC)
 
     @classmethod
@@ -490,6 +523,9 @@ class PlaidIndex(MultiVectorIndex):
         self.ivf = load_array(
             folder, IVF, mmap=False, shape=(int(self.ivf_offsets[-1]),), kind="i"
         ).astype(np.int32)
+        self._norms = None
+        if (folder / NORMS).is_file():  # absent from indexes saved before it: computed on use
+            self._norms = load_array(folder, NORMS, mmap=False, shape=(n_tok,), kind="f")
         if len(self.ivf) and int(self.ivf.max()) >= meta["documents"]:
             raise DatasetError("document number beyond the document count", path=folder / IVF)
         if n_tok and int(np.max(self.codes)) >= c:
