@@ -15,13 +15,14 @@ The recipe of Santhanam et al., 2022, "PLAID: An Efficient Engine for Late Inter
   documents; (2) centroid interaction with pruning: MaxSim computed from the query-centroid scores
   alone, counting a token whose centroid scores below ``centroid_score_threshold`` for every query
   token as 0, keeps the best ``ndocs``; (3) the same without pruning keeps ``ndocs // 4`` (at least
-  k); (4) those documents' tokens are decompressed (centroid + residual, re-normalised) and scored
-  with MaxSim; the best k are returned with those scores.
+  k); (4) those documents are scored with MaxSim over their stored vectors (centroid + residual,
+  re-normalised), computed from the residual buckets without decompressing them (see
+  ``_score_candidates``); the best k are returned with those scores.
 
 faiss provides the k-means, the nearest-centroid search and the quantiser; the candidate
-generation, centroid interaction and inverted lists (steps 1-3 and the layout) are PLAID's own and
-no library that runs on this project's pins implements them (fast-plaid and PyLate do not), so
-they are written here with numpy.
+generation, centroid interaction, inverted lists and bucket scoring (steps 1-4 and the layout) are
+PLAID's own (ColBERT's C++ and CUDA kernels) and no library that runs on this project's pins
+implements them (fast-plaid and PyLate do not), so they are written here with numpy.
 
 Documents added later are assigned to the existing centroids and coded with the existing
 quantiser (no retraining), so adding in batches gives the same index as adding at once with the
