@@ -13,11 +13,15 @@ Two corpora:
   overlapping windows share vectors, which makes near-ties at the top and so is a hard case for an
   approximate index. The queries are Cranfield's (the first ``--synthetic-queries``).
 
-Reported per corpus: build seconds, index size on disk, queries/s (all queries in one ``search``
-call: exact multiplies batches of queries at once, PLAID goes query by query), recall@100
-of PLAID against exact's top 100, top-10 overlap, and nDCG@10 (Cranfield). Token vectors are
-encoded once and cached under ``--work`` (``<collection>-tokens.npy`` float16 + lengths), so reruns
-only rebuild and search. ``uptime``'s load average is printed beside the timings.
+Reported per corpus: build seconds, index size on disk, queries/s (both indexes built first, then
+searched in turn on each batch of ``--batch`` queries, exact then PLAID, in one process, so the
+ratio compares them under the same load; exact multiplies a batch's queries at once, PLAID goes
+query by query), recall@100 of PLAID against exact's top 100, top-10 overlap, nDCG@10 of PLAID
+with exact's top 10 as the relevant documents, and nDCG@10 with the qrels (Cranfield). Token
+vectors are encoded once and cached under ``--work`` (``<collection>-tokens.npy`` float16 +
+lengths), so reruns only rebuild and search. ``uptime``'s load average is printed beside the
+timings. ``--synthetic-sample N`` indexes a random N of the synthetic documents (the break-even
+of exact and PLAID in docs/retrieval.md).
 
     WINNOW_DATA=../shared/datasets python benchmarks/late_interaction_index.py --work /tmp/li --json
 """
@@ -114,39 +118,83 @@ def time_search(index, queries, k: int, **knobs) -> tuple[list, float]:
     return hits, len(queries) / (time.perf_counter() - start)
 
 
+def time_side_by_side(indexes: dict, queries, k: int, batch: int, knobs: dict):
+    """Hits of every index and its queries/s, the indexes searched in turn on each batch of
+    ``batch`` queries (exact, plaid, exact, plaid...), so both see the same machine load."""
+    hits: dict = {kind: [] for kind in indexes}
+    seconds = dict.fromkeys(indexes, 0.0)
+    for begin in range(0, len(queries), batch):
+        part = queries[begin : begin + batch]
+        for kind, index in indexes.items():
+            start = time.perf_counter()
+            hits[kind].extend(index.search(part, k=k, **knobs.get(kind, {})))
+            seconds[kind] += time.perf_counter() - start
+    return hits, {kind: len(queries) / s for kind, s in seconds.items()}
+
+
 def overlap(ref: list, got: list, k: int) -> float:
     return float(
         np.mean([len({d for d, _ in a[:k]} & {d for d, _ in b[:k]}) / k for a, b in zip(ref, got)])
     )
 
 
-def compare(name, ids, docs, queries, work: Path, knobs: dict, search_knobs: dict, qrels=None):
+def ndcg_vs_exact(ref: list, got: list) -> float:
+    """nDCG@10 of ``got`` with exact's top 10 of each query as the relevant documents (graded
+    10 for exact's first down to 1 for its tenth): 1.0 when the top 10 is exact's, in order."""
     from winnow.evaluation.metrics import evaluate
-    from winnow.retrieval.late_interaction import build_index
+
+    qrels = {str(i): {d: 10 - r for r, (d, _) in enumerate(a[:10])} for i, a in enumerate(ref)}
+    run = {str(i): dict(b) for i, b in enumerate(got)}
+    return evaluate(run, qrels, ["nDCG@10"])["nDCG@10"]
+
+
+def compare(
+    name,
+    ids,
+    docs,
+    queries,
+    work: Path,
+    knobs: dict,
+    search_knobs: dict,
+    qrels=None,
+    batch=25,
+    reuse=False,
+):
+    from winnow.evaluation.metrics import evaluate
+    from winnow.retrieval.late_interaction import build_index, load_index
 
     row: dict = {"corpus": name, "documents": len(ids), "tokens": int(sum(map(len, docs)))}
     row["queries"] = len(queries)
-    hits = {}
+    indexes = {}
     # The cached vectors are float16, so a float16 exact index holds them without loss.
     for kind, kw in (("exact", {"dtype": "float16"}), ("plaid", knobs)):
-        row[f"{kind}_load_avg_before"] = load_avg()
-        start = time.perf_counter()
-        index = build_index(ids, docs, kind=kind, **kw)
-        row[f"{kind}_build_s"] = time.perf_counter() - start
         folder = work / f"{name}-{kind}"
-        shutil.rmtree(folder, ignore_errors=True)
-        index.save(folder)
+        if reuse and (folder / "meta.json").is_file():  # built by an earlier run: no build time
+            index = load_index(folder, mmap=False)
+            if index.doc_ids != list(ids) or (kind == "plaid" and index.nbits != knobs["nbits"]):
+                raise SystemExit(f"{folder} holds another corpus or knobs; drop --reuse")
+            row[f"{kind}_build_s"] = None
+        else:
+            row[f"{kind}_load_avg_before_build"] = load_avg()
+            start = time.perf_counter()
+            index = build_index(ids, docs, kind=kind, **kw)
+            row[f"{kind}_build_s"] = time.perf_counter() - start
+            shutil.rmtree(folder, ignore_errors=True)
+            index.save(folder)
         row[f"{kind}_disk_mb"] = folder_mb(folder)
-        hits[kind], row[f"{kind}_qps"] = time_search(
-            index, queries, 100, **(search_knobs if kind == "plaid" else {})
-        )
-        (work / f"{name}-{kind}-hits.json").write_text(json.dumps(hits[kind]))
-        row[f"{kind}_load_avg_after"] = load_avg()
         if kind == "plaid":
             row["plaid_knobs"] = index.meta()["knobs"]
-        del index
+        indexes[kind] = index
+    indexes["plaid"].search(queries[:1], k=100, **search_knobs)  # one-off: the token norms
+    row["load_avg_before_search"] = load_avg()
+    hits, qps = time_side_by_side(indexes, queries, 100, batch, {"plaid": search_knobs})
+    row["load_avg_after_search"] = load_avg()
+    for kind in indexes:
+        row[f"{kind}_qps"] = qps[kind]
+        (work / f"{name}-{kind}-hits.json").write_text(json.dumps(hits[kind]))
     row["recall@100_vs_exact"] = overlap(hits["exact"], hits["plaid"], 100)
     row["top10_overlap_vs_exact"] = overlap(hits["exact"], hits["plaid"], 10)
+    row["nDCG@10_vs_exact"] = ndcg_vs_exact(hits["exact"], hits["plaid"])
     row["speedup_qps"] = row["plaid_qps"] / row["exact_qps"]
     if qrels is not None:
         for kind in ("exact", "plaid"):
@@ -188,7 +236,14 @@ def main() -> None:
     p.add_argument("--max-length", type=int, default=256, help="tokens per abstract (MiniLM: 256)")
     p.add_argument("--window", type=int, default=16, help="token vectors per synthetic document")
     p.add_argument("--synthetic-docs", type=int, default=100_000)
-    p.add_argument("--synthetic-queries", type=int, default=100)
+    p.add_argument("--synthetic-queries", type=int, default=50)
+    p.add_argument(
+        "--synthetic-sample",
+        type=int,
+        default=None,
+        help="index only this many synthetic documents, drawn at random (seed 0)",
+    )
+    p.add_argument("--cranfield-queries", type=int, default=225)
     p.add_argument("--corpora", default="cranfield,synthetic")
     p.add_argument("--encode-only", action="store_true", help="encode and cache, then stop")
     p.add_argument("--ncentroids", type=int, default=None)
@@ -201,6 +256,12 @@ def main() -> None:
         default=None,
         help="nprobe:ndocs:threshold,... searched on the indexes saved by an earlier run "
         "(the first corpus of --corpora)",
+    )
+    p.add_argument("--batch", type=int, default=25, help="queries per turn of each index")
+    p.add_argument(
+        "--reuse",
+        action="store_true",
+        help="load the indexes an earlier run saved under --work instead of building them",
     )
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
@@ -251,15 +312,38 @@ def main() -> None:
     }
     rows = []
     if "cranfield" in corpora:
-        qrels = {"qrels": cran.qrels, "_order": qids}
         rows.append(
-            compare("cranfield", cran_ids, cran_docs, queries, work, knobs, search_knobs, qrels)
+            compare(
+                "cranfield",
+                cran_ids,
+                cran_docs,
+                queries[: args.cranfield_queries],
+                work,
+                knobs,
+                search_knobs,
+                {"qrels": cran.qrels, "_order": qids[: args.cranfield_queries]},
+                args.batch,
+                args.reuse,
+            )
         )
     if "synthetic" in corpora:
         syn, stride = windows(cran_docs + cisi_docs, args.window, args.synthetic_docs)
         ids = [f"w{i}" for i in range(len(syn))]
+        name = "synthetic"
+        if args.synthetic_sample:  # a random subset (break-even of exact and PLAID)
+            keep = np.sort(np.random.default_rng(0).choice(len(syn), args.synthetic_sample, False))
+            syn, ids = [syn[i] for i in keep], [ids[i] for i in keep]
+            name = f"synthetic{args.synthetic_sample}"
         row = compare(
-            "synthetic", ids, syn, queries[: args.synthetic_queries], work, knobs, search_knobs
+            name,
+            ids,
+            syn,
+            queries[: args.synthetic_queries],
+            work,
+            knobs,
+            search_knobs,
+            batch=args.batch,
+            reuse=args.reuse,
         )
         row["window"], row["stride"] = args.window, stride
         rows.append(row)
@@ -271,8 +355,8 @@ def main() -> None:
         ("corpus", "{}"),
         ("documents", "{}"),
         ("tokens", "{}"),
-        ("exact_build_s", "{:.1f}"),
-        ("plaid_build_s", "{:.1f}"),
+        ("exact_build_s", "{}"),
+        ("plaid_build_s", "{}"),
         ("exact_disk_mb", "{:.0f}"),
         ("plaid_disk_mb", "{:.0f}"),
         ("exact_qps", "{:.2f}"),
@@ -280,6 +364,7 @@ def main() -> None:
         ("speedup_qps", "{:.1f}x"),
         ("recall@100_vs_exact", "{:.3f}"),
         ("top10_overlap_vs_exact", "{:.3f}"),
+        ("nDCG@10_vs_exact", "{:.4f}"),
         ("exact_nDCG@10", "{:.4f}"),
         ("plaid_nDCG@10", "{:.4f}"),
     ]

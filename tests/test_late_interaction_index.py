@@ -13,7 +13,9 @@ from winnow.errors import ConfigError, DatasetError, InputError
 from winnow.retrieval.late_interaction import (
     ExactIndex,
     MultiVectorIndex,
+    auto_kind,
     build_index,
+    build_index_chunked,
     cached_index,
     load_index,
     maxsim,
@@ -165,6 +167,79 @@ def test_add_in_batches_equals_building_at_once(token_vectors, kind, tmp_path):
     if kind == "plaid":
         np.testing.assert_array_equal(grown.centroids, at_once.centroids)
         np.testing.assert_array_equal(grown.ivf, at_once.ivf)
+
+
+def _chunks(docs, sizes):
+    """(tokens, doclens) chunks of ``docs`` of the given document counts."""
+    out, begin = [], 0
+    for size in sizes:
+        part = docs[begin : begin + size]
+        out.append((np.concatenate(part), np.array([len(d) for d in part], dtype=np.int64)))
+        begin += size
+    return out
+
+
+@pytest.mark.parametrize("kind", ["exact", "plaid"])
+def test_building_from_chunks_equals_building_at_once(token_vectors, exact, plaid, kind):
+    ids, docs, qs = token_vectors
+    at_once = exact if kind == "exact" else plaid
+    chunked = build_index_chunked(ids, _chunks(docs, [100, 1, 150, 49]), kind=kind)
+    assert chunked.doc_ids == ids
+    np.testing.assert_array_equal(chunked.doclens, at_once.doclens)
+    if kind == "plaid":  # the same training sample, so the same centroids and codes
+        np.testing.assert_array_equal(chunked.centroids, at_once.centroids)
+        np.testing.assert_array_equal(chunked.codes, at_once.codes)
+        np.testing.assert_array_equal(chunked.residuals, at_once.residuals)
+    assert chunked.search(qs, k=50) == at_once.search(qs, k=50)
+    # float16 chunks (how the first stage keeps them) are read as float32
+    half = [(t.astype(np.float16), n) for t, n in _chunks(docs, [200, 100])]
+    assert len(build_index_chunked(ids, half, kind=kind)) == N_DOCS
+    with pytest.raises(InputError, match="300 doc_ids but the chunks hold 200 documents"):
+        build_index_chunked(ids, _chunks(docs, [200]), kind=kind)
+    tokens, lens = _chunks(docs, [300])[0]
+    with pytest.raises(InputError, match=r"chunk 0: .* tokens in its document lengths"):
+        build_index_chunked(ids, [(tokens[:-1], lens)], kind=kind)
+    with pytest.raises(InputError, match="empty corpus"):
+        build_index_chunked([], [], kind=kind)
+
+
+@pytest.mark.parametrize("nbits", [8, 4])
+def test_plaid_scores_are_maxsim_over_the_decompressed_vectors(token_vectors, plaid, nbits):
+    """The search scores candidates from the residual buckets without decompressing them; its
+    scores equal MaxSim over ``decompress`` (the stored vectors) to float32 rounding."""
+    ids, docs, qs = token_vectors
+    index = plaid if nbits == 8 else build_index(ids, docs, kind="plaid", nbits=4)
+    assert index._residual_affine() is not None  # faiss's scalar quantisers are affine
+    wide = {"nprobe": 8, "ndocs": N_DOCS * 4, "centroid_score_threshold": -1.0}
+    checked = 0
+    for q, hits in zip(qs[:10], index.search(qs[:10], k=N_DOCS, **wide)):
+        by_id = dict(hits)
+        for doc, d_id in enumerate(ids[:20]):
+            start = int(index.doclens[:doc].sum())
+            vecs = index.decompress(np.arange(start, start + index.doclens[doc]))
+            if d_id in by_id:
+                assert by_id[d_id] == pytest.approx(maxsim(q, vecs), abs=1e-5)
+                checked += 1
+    assert checked >= 100
+
+
+def test_plaid_search_is_the_same_without_its_precomputed_arrays(token_vectors, plaid, tmp_path):
+    """The per-document centroid matrix and the token norms only save work: an index loaded
+    without ``norms.npy`` (saved before it existed) or without the matrix searches the same."""
+    _, _, qs = token_vectors
+    expected = plaid.search(qs, k=30)
+    plaid.save(tmp_path / "idx")
+    (tmp_path / "idx" / "norms.npy").unlink()
+    old = load_index(tmp_path / "idx")
+    assert old._norms is None and old.search(qs, k=30) == expected
+    old._padded = False  # the per-call layout of the token codes
+    assert old.search(qs, k=30) == expected
+    np.testing.assert_array_equal(old.token_norms(), plaid.token_norms())
+
+
+def test_auto_kind_is_exact_below_4096_documents():
+    assert auto_kind(1_400) == "exact" and auto_kind(4_095) == "exact"
+    assert auto_kind(4_096) == "plaid" and auto_kind(100_000) == "plaid"
 
 
 def test_bad_inputs(token_vectors, exact):

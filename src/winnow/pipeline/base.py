@@ -119,7 +119,15 @@ class Stage(ABC):
         return Pipeline([_check_stage(other, ">>"), self])
 
     def __mod__(self, k: int) -> Pipeline:
-        return Pipeline([self, Cutoff(k)])
+        cut = Cutoff(k)
+        return Pipeline([self.cut_to(cut.k), cut])
+
+    def cut_to(self, k: int) -> Stage:
+        """The stage to run before a ``% k`` cut-off: ``self`` (the default), or a new stage
+        that produces only the ``k`` best of each query because nothing after the cut reads
+        more (the ColBERT first stage, whose search is cheaper for a smaller k). Never
+        modifies ``self``."""
+        return self
 
     def __or__(self, other: Stage) -> Parallel:
         return Parallel([self, _check_stage(other, "|")])

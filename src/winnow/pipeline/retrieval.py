@@ -7,6 +7,7 @@ the document embeddings the retrievers keep on disk.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
@@ -224,8 +225,9 @@ class Dense(Retriever):
 
 
 class ColBERT(Retriever):
-    """Late-interaction retrieval: a ColBERT model's token vectors in a ``plaid`` (default) or
-    ``exact`` multi-vector index, MaxSim search (:class:`winnow.retrieval.colbert.ColBERT`).
+    """Late-interaction retrieval: a ColBERT model's token vectors in a ``plaid`` or ``exact``
+    multi-vector index (``auto``, the default: exact below 4,096 documents, else plaid), MaxSim
+    search (:class:`winnow.retrieval.colbert.ColBERT`).
 
     ``options`` are the ``late-interaction`` kind's options (``backbone``, ``length_normalize``,
     ``max_tokens``...) and the loader's (``max_length``); ``index_options`` the index's knobs.
@@ -238,7 +240,7 @@ class ColBERT(Retriever):
         *,
         device: str | None = None,
         dtype: str | None = None,
-        index: str = "plaid",
+        index: str = "auto",
         index_options: Mapping[str, Any] | None = None,
         label: str | None = None,
         **options: Any,
@@ -266,7 +268,7 @@ class ColBERT(Retriever):
         cls, spec: str, *, device: str | None = None, dtype: str | None = None
     ) -> ColBERT:
         """The stage ``colbert:SPEC`` names: ``MODEL[?KEY=VALUE&...]`` where a KEY is ``index``
-        (``plaid`` or ``exact``), a knob of that index (``nprobe``, ``ndocs``, ``nbits``...) or an
+        (``auto``, ``plaid`` or ``exact``), a knob of that index (``nprobe``, ``ndocs``, ``nbits``...) or an
         option of the ``late-interaction`` kind (``backbone``, ``length_normalize``...)."""
         from winnow.rerankers.late_interaction import LateInteractionReranker
         from winnow.rerankers.options import parse_text_options
@@ -279,7 +281,7 @@ class ColBERT(Retriever):
                 f"colbert:{spec}: the colbert stage takes a model, not a kind ({ref.kind}:)"
             )
         text = dict(ref.options)
-        index = text.pop("index", "plaid")
+        index = text.pop("index", "auto")
         knob_names = set(index_option_types(index))
         knobs = parse_index_options(index, {k: v for k, v in text.items() if k in knob_names})
         rest = {k: v for k, v in text.items() if k not in knob_names}
@@ -289,7 +291,8 @@ class ColBERT(Retriever):
             )
         except ConfigError as exc:
             raise ConfigError(
-                f"colbert:{spec}: {exc}; or index, or a knob of the {index} index: "
+                f"colbert:{spec}: {exc}; or index, or a knob of the "
+                f"{'plaid' if index == 'auto' else index} index: "
                 f"{', '.join(sorted(knob_names))}"
             ) from None
         options.setdefault("device", device)
@@ -302,6 +305,15 @@ class ColBERT(Retriever):
             label="colbert" if short else f"colbert:{spec}",
             **options,
         )
+
+    def cut_to(self, k: int) -> ColBERT:
+        """``colbert % k``: a copy that searches the index for the top ``k`` only (PLAID then
+        scores fewer candidates); the index itself is shared with the deeper stage."""
+        if k >= self.top_k:
+            return self
+        out = copy.copy(self)
+        out.top_k = k
+        return out
 
     def _key(self) -> tuple:
         return (

@@ -68,9 +68,10 @@ SYSTEMS: dict[str, str] = {
 PRIMITIVES: dict[str, str] = {
     "bm25": "BM25 top 1000 (title + text, English stemming, k1=1.5, b=0.75)",
     "dense": "dense retrieval top 1000 with all-MiniLM-L6-v2 (dense:MODEL for another model)",
-    "colbert": "late-interaction (MaxSim) retrieval top 1000 over a PLAID index, all-MiniLM-L6-v2 "
-    "token vectors as a weak ColBERT (colbert:MODEL for a ColBERT checkpoint, "
-    "colbert:MODEL?index=exact for brute force; rerank:colbert:MODEL reranks)",
+    "colbert": "late-interaction (MaxSim) retrieval top 1000 (top k before a % k) over an exact "
+    "index below 4,096 documents, else PLAID, all-MiniLM-L6-v2 token vectors as a weak ColBERT "
+    "(colbert:MODEL for a ColBERT checkpoint, colbert:MODEL?index=plaid or ?index=exact to "
+    "choose; rerank:colbert:MODEL reranks)",
     "maxp": "passage-level dense (MaxP): documents longer than the model's input embedded as "
     "windows (the model's input, 25% overlap), each scored by its best window "
     "(maxp:MODEL?window=N&stride=N for another model or window)",

@@ -55,6 +55,8 @@ SCORE_BLOCK = 1 << 24
 QUERY_ROWS = 512
 #: Sub-folder of a cache entry that holds the index (the entry's own meta.json holds the key).
 CACHE_SUBDIR = "index"
+#: ``kind="auto"`` builds an exact index for corpora of fewer documents (see :func:`auto_kind`).
+AUTO_EXACT_DOCUMENTS = 4096
 
 Hits = list[tuple[str, float]]
 
@@ -499,6 +501,66 @@ def build_index(
     dim = _as_matrix(mats[0], f"document {doc_ids[0]!r} (doc_ids[0])", None).shape[1]
     index = make_index(kind, dim, **knobs)
     index.add(doc_ids, mats)
+    return index
+
+
+def auto_kind(num_documents: int) -> str:
+    """The kind ``kind="auto"`` builds for a corpus of ``num_documents``: ``exact`` below
+    :data:`AUTO_EXACT_DOCUMENTS`, else ``plaid``.
+
+    PLAID's search cost is set by its candidate counts (``ndocs``, 4,096 by default for k <= 100,
+    of which a quarter are scored in full), exact's by the whole corpus; below 4,096 documents
+    the pruning keeps every candidate and exact was faster on the corpora measured
+    (docs/retrieval.md: Cranfield, 1,400 long documents, and synthetic corpora of 2,000 and 5,000
+    short ones).
+    """
+    return "exact" if num_documents < AUTO_EXACT_DOCUMENTS else "plaid"
+
+
+def build_index_chunked(
+    doc_ids: Sequence[str],
+    chunks: Sequence[tuple[np.ndarray, np.ndarray]],
+    *,
+    kind: str = "plaid",
+    **knobs: Any,
+) -> MultiVectorIndex:
+    """The index :func:`build_index` gives, built from ``chunks`` of the corpus without ever
+    holding all its token vectors as float32 at once.
+
+    Each chunk is ``(tokens, doclens)``: the token vectors of consecutive documents one after
+    another (any float dtype; a memory-mapped array is read as needed) and the token count of
+    each. The chunks together hold ``doc_ids`` in order. A PLAID index is trained on a sample
+    drawn from all chunks exactly as ``build_index`` draws it, then each chunk is added, so the
+    result equals ``build_index`` of the same (float32-converted) vectors.
+    """
+    if isinstance(doc_ids, str) or not isinstance(doc_ids, Sequence):
+        raise InputError(f"doc_ids must be a sequence of strings, got {type(doc_ids).__name__}")
+    if not doc_ids or not chunks:
+        raise InputError("cannot index an empty corpus")
+    lens = [np.asarray(n, dtype=np.int64) for _, n in chunks]
+    if sum(len(n) for n in lens) != len(doc_ids):
+        raise InputError(
+            f"{len(doc_ids)} doc_ids but the chunks hold {sum(len(n) for n in lens)} documents"
+        )
+    for i, ((tokens, _), n) in enumerate(zip(chunks, lens)):
+        if getattr(tokens, "ndim", 0) != 2 or len(tokens) != int(n.sum()) or (n < 1).any():
+            raise InputError(
+                f"chunk {i}: {int(n.sum())} tokens in its document lengths (each >= 1), "
+                f"token matrix of shape {getattr(tokens, 'shape', None)}"
+            )
+    dim = int(chunks[0][0].shape[1])
+    index = make_index(kind, dim, **knobs)
+    if hasattr(index, "train"):
+        index.train([tokens for tokens, _ in chunks])
+    first = 0
+    for (tokens, _), n in zip(chunks, lens):
+        ends = np.cumsum(n)
+        starts = ends - n
+        index.add(
+            list(doc_ids[first : first + len(n)]),
+            [tokens[a:b] for a, b in zip(starts.tolist(), ends.tolist())],
+        )
+        first += len(n)
     return index
 
 
