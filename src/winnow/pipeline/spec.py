@@ -34,7 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from winnow.errors import ConfigError
-from winnow.pipeline.base import Parallel, Pipeline, Stage
+from winnow.pipeline.base import Parallel, Stage, then
 from winnow.pipeline.feedback import QueryExpansion, Rocchio
 from winnow.pipeline.fusion import RRF, ScoreFusion
 from winnow.pipeline.rerank import ChunkedRerank, Rerank, RescoreStage
@@ -200,7 +200,7 @@ class _Parser:
         if len(steps) == 1:
             return steps[0]
         try:
-            return Pipeline(steps)
+            return then(steps)
         except ConfigError as exc:
             raise self.error(str(exc)) from None
 
