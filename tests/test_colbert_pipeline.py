@@ -15,7 +15,7 @@ from winnow.errors import ConfigError, InputError
 from winnow.pipeline import Context
 from winnow.pipeline.retrieval import ColBERT as ColBERTStage
 from winnow.pipeline.spec import SYSTEMS, parse_system
-from winnow.retrieval.colbert import ColBERT
+from winnow.retrieval.colbert import ColBERTIndex
 from winnow.testing import sample_corpus
 from winnow.types import Dataset, Document
 
@@ -41,7 +41,7 @@ def _brute_force(tiny_colbert, queries, k, **options):
 
 
 def test_exact_first_stage_equals_brute_force_maxsim(tiny_colbert):
-    retriever = ColBERT(tiny_colbert, index="exact").index(CORPUS)
+    retriever = ColBERTIndex(tiny_colbert, index="exact").index(CORPUS)
     run = retriever.search(QUERIES, top_k=10)
     assert run["blank"] == {}
     expected = _brute_force(tiny_colbert, {q: t for q, t in QUERIES.items() if t.strip()}, 10)
@@ -52,7 +52,7 @@ def test_exact_first_stage_equals_brute_force_maxsim(tiny_colbert):
 
 
 def test_length_normalised_first_stage_equals_the_reranker(tiny_colbert):
-    run = ColBERT(tiny_colbert, index="exact", length_normalize=True).index(CORPUS)
+    run = ColBERTIndex(tiny_colbert, index="exact", length_normalize=True).index(CORPUS)
     got = run.search({"q1": QUERIES["q1"]}, top_k=5)["q1"]
     expected = _brute_force(tiny_colbert, {"q1": QUERIES["q1"]}, 5, length_normalize=True)["q1"]
     assert list(got) == [d for d, _ in expected]
@@ -60,34 +60,34 @@ def test_length_normalised_first_stage_equals_the_reranker(tiny_colbert):
 
 
 def test_plaid_index_is_cached_by_content(tiny_colbert, tmp_path):
-    first = ColBERT(tiny_colbert, cache_dir=tmp_path).index(CORPUS)
+    first = ColBERTIndex(tiny_colbert, cache_dir=tmp_path).index(CORPUS)
     assert first.timings["cache_hit"] == 0.0 and first.timings["encode"] > 0
     assert first.multi_vector_index.kind == "plaid"
     run = first.search(QUERIES, top_k=20)
-    again = ColBERT(tiny_colbert, cache_dir=tmp_path).index(CORPUS)
+    again = ColBERTIndex(tiny_colbert, cache_dir=tmp_path).index(CORPUS)
     assert again.timings["cache_hit"] == 1.0 and again.timings["encode"] == 0.0
     assert again.search(QUERIES, top_k=20) == run
     # another corpus, another index kind or knob: another entry, never a stale hit
     changed = dict(CORPUS, d000=Document("d000", "an entirely different text"))
-    assert ColBERT(tiny_colbert, cache_dir=tmp_path).index(changed).timings["cache_hit"] == 0.0
-    exact = ColBERT(tiny_colbert, cache_dir=tmp_path, index="exact").index(CORPUS)
+    assert ColBERTIndex(tiny_colbert, cache_dir=tmp_path).index(changed).timings["cache_hit"] == 0.0
+    exact = ColBERTIndex(tiny_colbert, cache_dir=tmp_path, index="exact").index(CORPUS)
     assert exact.timings["cache_hit"] == 0.0
-    nbits = ColBERT(tiny_colbert, cache_dir=tmp_path, index_options={"nbits": 8}).index(CORPUS)
+    nbits = ColBERTIndex(tiny_colbert, cache_dir=tmp_path, index_options={"nbits": 8}).index(CORPUS)
     assert nbits.timings["cache_hit"] == 0.0
     assert len(list((tmp_path / "late-interaction").iterdir())) == 4
 
 
 def test_bad_inputs(tiny_colbert, tiny_bi_encoder):
     with pytest.raises(InputError, match="empty corpus"):
-        ColBERT(tiny_colbert, index="exact").index({})
+        ColBERTIndex(tiny_colbert, index="exact").index({})
     with pytest.raises(InputError, match="before index"):
-        ColBERT(tiny_colbert, index="exact").search({"q": "wing"})
+        ColBERTIndex(tiny_colbert, index="exact").search({"q": "wing"})
     with pytest.raises(ConfigError, match="index must be one of plaid, exact"):
-        ColBERT(tiny_colbert, index="faiss")
+        ColBERTIndex(tiny_colbert, index="faiss")
     with pytest.raises(ConfigError, match=r"unknown option.*nprob.*valid: .*nprobe"):
-        ColBERT(tiny_colbert, index_options={"nprob": 4})
+        ColBERTIndex(tiny_colbert, index_options={"nprob": 4})
     with pytest.raises(ConfigError, match="not a ColBERT checkpoint"):
-        ColBERT(tiny_bi_encoder, index="exact")
+        ColBERTIndex(tiny_bi_encoder, index="exact")
 
 
 def test_spec_words(tiny_colbert, tiny_bi_encoder):

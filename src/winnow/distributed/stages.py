@@ -23,7 +23,7 @@ from winnow.distributed.engine import EngineOptions
 from winnow.pipeline.base import Context, Fused, Parallel, Pipeline, Stage
 from winnow.pipeline.rerank import Rerank
 from winnow.pipeline.retrieval import Dense
-from winnow.retrieval.dense import Dense as DenseIndex
+from winnow.retrieval.dense import DenseIndex
 from winnow.types import Document
 
 logger = logging.getLogger(__name__)
@@ -84,7 +84,7 @@ class DaftRerank(Rerank):
 
 
 class DaftDenseIndex(DenseIndex):
-    """:class:`winnow.retrieval.Dense` whose corpus chunks are encoded on Daft workers."""
+    """:class:`winnow.retrieval.DenseIndex` whose corpus chunks are encoded on Daft workers."""
 
     def __init__(self, *args: Any, engine: EngineOptions | None = None, **kwargs: Any):
         super().__init__(*args, **kwargs)

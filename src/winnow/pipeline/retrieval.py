@@ -16,13 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from winnow._fs import read_json_entry, write_json_atomic
+from winnow.defaults import DEFAULT_MODEL as DEFAULT_DENSE_MODEL
 from winnow.errors import ConfigError
 from winnow.pipeline.base import Context, Stage, StageTiming
 from winnow.types import Run
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_DENSE_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
 
 class Retriever(Stage):
@@ -145,7 +144,7 @@ class BM25(Retriever):
         return ["bm25", built.params()]
 
     def _build(self, ctx: Context) -> Any:
-        from winnow.retrieval import BM25 as BM25Index
+        from winnow.retrieval import BM25Index
 
         return BM25Index(**self.params, cache_dir=ctx.cache_dir)
 
@@ -208,7 +207,7 @@ class Dense(Retriever):
         return identity
 
     def _build(self, ctx: Context) -> Any:
-        from winnow.retrieval import Dense as DenseIndex
+        from winnow.retrieval import DenseIndex
 
         p = self.passages
         return DenseIndex(
@@ -225,7 +224,7 @@ class Dense(Retriever):
 
 class ColBERT(Retriever):
     """Late-interaction retrieval: a ColBERT model's token vectors in a ``plaid`` (default) or
-    ``exact`` multi-vector index, MaxSim search (:class:`winnow.retrieval.colbert.ColBERT`).
+    ``exact`` multi-vector index, MaxSim search (:class:`winnow.retrieval.colbert.ColBERTIndex`).
 
     ``options`` are the ``late-interaction`` kind's options (``backbone``, ``length_normalize``,
     ``max_tokens``...) and the loader's (``max_length``); ``index_options`` the index's knobs.
@@ -325,7 +324,7 @@ class ColBERT(Retriever):
         ]
 
     def _build(self, ctx: Context) -> Any:
-        from winnow.retrieval.colbert import ColBERT as ColBERTIndex
+        from winnow.retrieval.colbert import ColBERTIndex
 
         options = dict(self.options)
         device = options.pop("device", self.device)
