@@ -35,7 +35,7 @@ def main() -> None:
         window_text,
         window_tokenizer,
     )
-    from winnow.retrieval import BM25
+    from winnow.retrieval import BM25Index
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--dataset", default="cranfield")
@@ -49,7 +49,7 @@ def main() -> None:
     qids = [q for q in ds.queries if q in ds.qrels]
     qids = qids[: args.queries] if args.queries else qids
     queries = {q: ds.queries[q] for q in qids}
-    run = BM25().index(ds.corpus).search(queries, top_k=args.depth)
+    run = BM25Index().index(ds.corpus).search(queries, top_k=args.depth)
     bi = winnow.load_reranker(
         "sentence-transformers/all-MiniLM-L6-v2", kind="bi-encoder", device="cpu"
     )

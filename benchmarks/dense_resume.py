@@ -27,11 +27,11 @@ CHILD = """
 import json, os, signal, sys, time
 import numpy as np
 from winnow.data import load_dataset
-from winnow.retrieval import Dense
+from winnow.retrieval import DenseIndex
 
 dataset, model, cache, every, kill_at, out = sys.argv[1:7]
 ds = load_dataset(dataset, data_dir=os.environ.get("WINNOW_DATA"), download=False)
-d = Dense(model, cache_dir=cache, device="cpu", checkpoint_every=int(every), memo_mb=0)
+d = DenseIndex(model, cache_dir=cache, device="cpu", checkpoint_every=int(every), memo_mb=0)
 real, encoded = d.encoder.encode_documents, []
 
 def encode(texts, **kwargs):

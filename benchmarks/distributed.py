@@ -51,12 +51,12 @@ def load() -> str:
 
 def real_pairs(data_dir: Path, n_pairs: int, depth: int = 100) -> dict[str, list]:
     from winnow.data import load_dataset
-    from winnow.retrieval import BM25
+    from winnow.retrieval import BM25Index
 
     ds = load_dataset("cranfield", data_dir=str(data_dir))
     qids = sorted(ds.queries, key=int)[: -(-n_pairs // depth)]
     queries = {q: ds.queries[q] for q in qids}
-    run = BM25().index(ds.corpus).search(queries, top_k=depth)
+    run = BM25Index().index(ds.corpus).search(queries, top_k=depth)
     rows: dict[str, list] = {"query_id": [], "doc_id": [], "query": [], "text": []}
     for q in qids:
         for d, _ in sorted(run[q].items(), key=lambda kv: (-kv[1], kv[0])):

@@ -26,11 +26,11 @@ import time
 
 def candidate_pairs(dataset: str, queries: int, depth: int) -> list[tuple[str, str]]:
     from winnow.data import load_dataset
-    from winnow.retrieval import BM25
+    from winnow.retrieval import BM25Index
 
     ds = load_dataset(dataset, data_dir=os.environ.get("WINNOW_DATA"), download=False)
     judged = [q for q in ds.queries if q in ds.qrels][:queries]
-    run = BM25().index(ds.corpus).search({q: ds.queries[q] for q in judged}, top_k=depth)
+    run = BM25Index().index(ds.corpus).search({q: ds.queries[q] for q in judged}, top_k=depth)
     return [(ds.queries[q], ds.corpus[d].full_text) for q in judged for d in run[q]]
 
 

@@ -49,13 +49,13 @@ def main(argv: list[str] | None = None) -> int:
     from winnow import load_reranker
     from winnow.data import load_dataset
     from winnow.rerankers.chunking import rank_chunked, truncate_to_tokens, window_tokenizer
-    from winnow.retrieval import BM25
+    from winnow.retrieval import BM25Index
     from winnow.testing import build_minilm_cross_encoder
 
     ds = load_dataset("cranfield", data_dir=args.data_dir)
     qids = sorted(ds.queries, key=int)[: args.queries]
     queries = {q: ds.queries[q] for q in qids}
-    run = BM25().index(ds.corpus).search(queries, top_k=args.depth)
+    run = BM25Index().index(ds.corpus).search(queries, top_k=args.depth)
     texts = [
         [ds.corpus[d].full_text for d, _ in sorted(run[q].items(), key=lambda kv: -kv[1])]
         for q in qids

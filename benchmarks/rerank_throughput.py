@@ -32,12 +32,12 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 def real_pairs(data_dir: Path, n_queries: int, depth: int) -> list[tuple[str, str]]:
     from winnow.data import load_dataset
-    from winnow.retrieval import BM25
+    from winnow.retrieval import BM25Index
 
     ds = load_dataset("cranfield", data_dir=str(data_dir))
     qids = sorted(ds.queries, key=int)[:n_queries]
     queries = {q: ds.queries[q] for q in qids}
-    run = BM25().index(ds.corpus).search(queries, top_k=depth)
+    run = BM25Index().index(ds.corpus).search(queries, top_k=depth)
     return [
         (queries[q], ds.corpus[d].full_text)
         for q in qids

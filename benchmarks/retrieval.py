@@ -1,6 +1,6 @@
 """First-stage retrieval: winnow against the libraries it wraps or replaces, side by side.
 
-* BM25: ``winnow.retrieval.BM25`` (index + search, building a run dict with ties ordered by
+* BM25: ``winnow.retrieval.BM25Index`` (index + search, building a run dict with ties ordered by
   ``doc_id``) against bare bm25s with the same tokenizer, stemmer and parameters, on a synthetic
   Zipf-distributed corpus. The ratio is winnow's overhead; top-10 agreement should be 1.0.
 * Dense exact search: ``winnow.retrieval.dense.exact_top_k`` (numpy float32, argpartition) against
@@ -37,7 +37,7 @@ def bench_bm25(n_docs: int, n_queries: int, top_k: int) -> dict:
     import bm25s
     import Stemmer
 
-    from winnow.retrieval import BM25
+    from winnow.retrieval import BM25Index
     from winnow.types import Document
 
     texts, queries = zipf_corpus(n_docs, n_queries, vocab=30_000)
@@ -45,7 +45,7 @@ def bench_bm25(n_docs: int, n_queries: int, top_k: int) -> dict:
     qmap = {f"q{i}": q for i, q in enumerate(queries)}
 
     t = time.perf_counter()
-    ours = BM25().index(corpus)
+    ours = BM25Index().index(corpus)
     ours_index = time.perf_counter() - t
     t = time.perf_counter()
     run = ours.search(qmap, top_k=top_k)

@@ -9,7 +9,7 @@ import pytest
 
 from winnow.data import load_dataset
 from winnow.errors import ConfigError, InputError
-from winnow.retrieval import BM25
+from winnow.retrieval import BM25Index
 from winnow.types import Document
 
 
@@ -44,7 +44,7 @@ def lucene_bm25(corpus_tokens: dict[str, list[str]], query: list[str], k1=1.5, b
 
 
 def test_scores_match_closed_form():
-    bm25 = BM25(stemmer=None, stopwords=None, k1=1.2, b=0.6).index(CORPUS)
+    bm25 = BM25Index(stemmer=None, stopwords=None, k1=1.2, b=0.6).index(CORPUS)
     run = bm25.search({"q": "wing lift"}, top_k=10)
     tokens = {k: [t for t in d.full_text.lower().split() if len(t) > 1] for k, d in CORPUS.items()}
     expected = lucene_bm25(tokens, ["wing", "lift"], k1=1.2, b=0.6)
@@ -56,18 +56,18 @@ def test_scores_match_closed_form():
 
 def test_title_is_indexed_with_text():
     corpus = {"x": Document("x", "nothing here", title="Supersonic"), "y": Document("y", "other")}
-    assert list(BM25().index(corpus).search({"q": "supersonic"})["q"]) == ["x"]
+    assert list(BM25Index().index(corpus).search({"q": "supersonic"})["q"]) == ["x"]
 
 
 def test_stemming_and_stopwords():
     corpus = docs(a="the runner runs quickly", b="a walking dog")
-    bm25 = BM25().index(corpus)
+    bm25 = BM25Index().index(corpus)
     assert list(bm25.search({"q": "running"})["q"]) == ["a"]  # Snowball: running, runs -> run
-    assert BM25(stemmer=None).index(corpus).search({"q": "running"})["q"] == {}
+    assert BM25Index(stemmer=None).index(corpus).search({"q": "running"})["q"] == {}
 
 
 def test_empty_stopword_only_and_unknown_queries_get_empty_rankings():
-    bm25 = BM25().index(CORPUS)
+    bm25 = BM25Index().index(CORPUS)
     run = bm25.search({"empty": "", "stop": "the of and a", "unknown": "zebra", "ok": "wing"})
     assert run["empty"] == {} and run["stop"] == {} and run["unknown"] == {}
     assert set(run["ok"]) == {"a", "c"}
@@ -75,7 +75,7 @@ def test_empty_stopword_only_and_unknown_queries_get_empty_rankings():
 
 
 def test_top_k_clamped_and_cut():
-    bm25 = BM25(stopwords=None).index(CORPUS)
+    bm25 = BM25Index(stopwords=None).index(CORPUS)
     assert len(bm25.search({"q": "wing lift drag heat"}, top_k=1000)["q"]) == 4
     assert len(bm25.search({"q": "wing lift drag heat"}, top_k=2)["q"]) == 2
     with pytest.raises(ConfigError, match="top_k"):
@@ -84,32 +84,32 @@ def test_top_k_clamped_and_cut():
 
 def test_ties_ordered_by_doc_id():
     corpus = docs(z="same words", m="same words", a="same words", q="other")
-    run = BM25().index(corpus).search({"q": "same"})
+    run = BM25Index().index(corpus).search({"q": "same"})
     assert list(run["q"]) == ["a", "m", "z"]
     assert len(set(run["q"].values())) == 1
     # documents tied at the cut: the smallest doc_ids are kept, whatever their positions
     corpus = {k: Document(k, "same words") for k in ("z", "y", "m", "b", "a", "c")}
     corpus["top"] = Document("top", "same same words")
-    bm25 = BM25().index(corpus)
+    bm25 = BM25Index().index(corpus)
     assert list(bm25.search({"q": "same"}, top_k=3)["q"]) == ["top", "a", "b"]
     assert list(bm25.search({"q": "same"}, top_k=1)["q"]) == ["top"]
 
 
 def test_bad_use():
     with pytest.raises(InputError, match="empty corpus"):
-        BM25().index({})
+        BM25Index().index({})
     with pytest.raises(InputError, match="before index"):
-        BM25().search({"q": "x"})
+        BM25Index().search({"q": "x"})
     with pytest.raises(ConfigError, match="unknown BM25 method"):
-        BM25(method="okapi")
+        BM25Index(method="okapi")
     with pytest.raises(ConfigError, match="unknown stemmer"):
-        BM25(stemmer="klingon")
+        BM25Index(stemmer="klingon")
     with pytest.raises(InputError, match="must be a string"):
-        BM25().index(CORPUS).search({"q": 3})
+        BM25Index().index(CORPUS).search({"q": 3})
 
 
 def test_index_cache(tmp_path):
-    first = BM25(cache_dir=tmp_path).index(CORPUS)
+    first = BM25Index(cache_dir=tmp_path).index(CORPUS)
     assert first.timings["cache_hit"] == 0
     run = first.search({"q": "wing lift"})
     entries = list((tmp_path / "bm25").iterdir())
@@ -118,18 +118,18 @@ def test_index_cache(tmp_path):
     assert {"params.index.json", "vocab.index.json", "data.csc.index.npy", "doc_ids.json"} <= names
     assert not any(p.name.startswith(".") for p in (tmp_path / "bm25").iterdir())  # no temp dirs
 
-    second = BM25(cache_dir=tmp_path).index(CORPUS)
+    second = BM25Index(cache_dir=tmp_path).index(CORPUS)
     assert second.timings["cache_hit"] == 1
     assert second.search({"q": "wing lift"}) == run
 
     changed = dict(CORPUS, b=Document("b", "lift drag lift"))  # one document's text changed
-    third = BM25(cache_dir=tmp_path).index(changed)
+    third = BM25Index(cache_dir=tmp_path).index(changed)
     assert third.timings["cache_hit"] == 0
     assert third.search({"q": "wing lift"}) != run
-    assert BM25(cache_dir=tmp_path, k1=0.9).index(CORPUS).timings["cache_hit"] == 0
-    assert BM25(cache_dir=tmp_path, stemmer=None).index(CORPUS).timings["cache_hit"] == 0
+    assert BM25Index(cache_dir=tmp_path, k1=0.9).index(CORPUS).timings["cache_hit"] == 0
+    assert BM25Index(cache_dir=tmp_path, stemmer=None).index(CORPUS).timings["cache_hit"] == 0
     retitled = dict(CORPUS, d=Document("d", "heat transfer", title="x"))
-    assert BM25(cache_dir=tmp_path).index(retitled).timings["cache_hit"] == 0
+    assert BM25Index(cache_dir=tmp_path).index(retitled).timings["cache_hit"] == 0
     assert len(list((tmp_path / "bm25").iterdir())) == 5
 
 
@@ -139,35 +139,35 @@ REFERENCE = {"cranfield": 0.3730, "cisi": 0.3956, "adi": 0.4938}  # SOURCE.md, "
 @pytest.mark.parametrize("name", sorted(REFERENCE))
 def test_reproduces_reference_ndcg(shared_datasets, name):
     ds = load_dataset(name, data_dir=str(shared_datasets), download=False)
-    run = BM25().index(ds.corpus).search(ds.queries, top_k=1000)
+    run = BM25Index().index(ds.corpus).search(ds.queries, top_k=1000)
     got = ir_measures.calc_aggregate([ir_measures.nDCG @ 10], ds.qrels, run)[ir_measures.nDCG @ 10]
     assert got == pytest.approx(REFERENCE[name], abs=0.01)
 
 
 def test_damaged_or_unwritable_cache_falls_back(tmp_path, caplog):
-    BM25(cache_dir=tmp_path).index(CORPUS)
+    BM25Index(cache_dir=tmp_path).index(CORPUS)
     [entry] = (tmp_path / "bm25").iterdir()
     (entry / "data.csc.index.npy").unlink()  # damaged by hand
-    again = BM25(cache_dir=tmp_path).index(CORPUS)
+    again = BM25Index(cache_dir=tmp_path).index(CORPUS)
     assert again.timings["cache_hit"] == 0 and "rebuilding" in caplog.text
     assert (entry / "data.csc.index.npy").is_file()  # rewritten
-    assert BM25(cache_dir=tmp_path).index(CORPUS).timings["cache_hit"] == 1
+    assert BM25Index(cache_dir=tmp_path).index(CORPUS).timings["cache_hit"] == 1
 
     not_a_dir = tmp_path / "file"
     not_a_dir.write_text("x")
-    bm25 = BM25(cache_dir=not_a_dir).index(CORPUS)
+    bm25 = BM25Index(cache_dir=not_a_dir).index(CORPUS)
     assert "could not write cache entry" in caplog.text
     assert set(bm25.search({"q": "wing"})["q"]) == {"a", "c"}
 
 
 def test_corpus_must_hold_documents():
     with pytest.raises(InputError, match=r"corpus\['a'\] must be a winnow.types.Document"):
-        BM25().index({"a": "plain text"})
+        BM25Index().index({"a": "plain text"})
 
 
 def test_threaded_retrieval_gives_the_same_run(shared_datasets):
     ds = load_dataset("adi", data_dir=str(shared_datasets), download=False)
-    single = BM25().index(ds.corpus).search(ds.queries, top_k=50)
-    threaded = BM25(n_threads=2).index(ds.corpus).search(ds.queries, top_k=50)
+    single = BM25Index().index(ds.corpus).search(ds.queries, top_k=50)
+    threaded = BM25Index(n_threads=2).index(ds.corpus).search(ds.queries, top_k=50)
     assert threaded == single
     assert [list(d) for d in threaded.values()] == [list(d) for d in single.values()]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from winnow.rerankers.chunking import rank_chunked, window_spans, window_text, window_tokenizer
-from winnow.retrieval import Dense
+from winnow.retrieval import DenseIndex
 from winnow.testing import build_tiny_bi_encoder, sample_corpus
 from winnow.types import Document
 
@@ -66,7 +66,7 @@ def test_after_dense_only_the_long_documents_windows_are_embedded(
 ):
     import winnow
 
-    dense = Dense(short_bi_encoder, device="cpu").index(corpus)  # embeds the full texts
+    dense = DenseIndex(short_bi_encoder, device="cpu").index(corpus)  # embeds the full texts
     bi = winnow.load_reranker(short_bi_encoder, kind="bi-encoder", device="cpu")
     seen = encode_spy(bi.model)
     docs = list(corpus.values())
@@ -87,7 +87,7 @@ def test_after_dense_only_the_long_documents_windows_are_embedded(
 def test_maxp_dense_and_chunked_share_windows(short_bi_encoder, corpus, fresh_cache, encode_spy):
     import winnow
 
-    Dense(short_bi_encoder, device="cpu", passages=True).index(corpus)
+    DenseIndex(short_bi_encoder, device="cpu", passages=True).index(corpus)
     bi = winnow.load_reranker(short_bi_encoder, kind="bi-encoder", device="cpu")
     seen = encode_spy(bi.model)
     docs = list(corpus.values())

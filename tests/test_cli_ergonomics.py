@@ -94,8 +94,8 @@ def test_rerank_help_describes_its_own_model_flag(capsys):
 
 
 def test_aggregate_has_choices_and_they_match_the_code(capsys):
-    from winnow.evaluation.commands import AGGREGATIONS
     from winnow.rerankers.chunking import AGGREGATIONS as CODE
+    from winnow.rerankers.commands import AGGREGATIONS
 
     assert AGGREGATIONS == CODE
     with pytest.raises(SystemExit):

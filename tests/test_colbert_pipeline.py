@@ -15,7 +15,7 @@ from winnow.errors import ConfigError, InputError
 from winnow.pipeline import Context
 from winnow.pipeline.retrieval import ColBERT as ColBERTStage
 from winnow.pipeline.spec import SYSTEMS, parse_system
-from winnow.retrieval.colbert import ColBERT
+from winnow.retrieval.colbert import ColBERTIndex
 from winnow.testing import sample_corpus
 from winnow.types import Dataset, Document
 
@@ -41,7 +41,7 @@ def _brute_force(tiny_colbert, queries, k, **options):
 
 
 def test_exact_first_stage_equals_brute_force_maxsim(tiny_colbert):
-    retriever = ColBERT(tiny_colbert, index="exact").index(CORPUS)
+    retriever = ColBERTIndex(tiny_colbert, index="exact").index(CORPUS)
     run = retriever.search(QUERIES, top_k=10)
     assert run["blank"] == {}
     expected = _brute_force(tiny_colbert, {q: t for q, t in QUERIES.items() if t.strip()}, 10)
@@ -52,7 +52,7 @@ def test_exact_first_stage_equals_brute_force_maxsim(tiny_colbert):
 
 
 def test_length_normalised_first_stage_equals_the_reranker(tiny_colbert):
-    run = ColBERT(tiny_colbert, index="exact", length_normalize=True).index(CORPUS)
+    run = ColBERTIndex(tiny_colbert, index="exact", length_normalize=True).index(CORPUS)
     got = run.search({"q1": QUERIES["q1"]}, top_k=5)["q1"]
     expected = _brute_force(tiny_colbert, {"q1": QUERIES["q1"]}, 5, length_normalize=True)["q1"]
     assert list(got) == [d for d, _ in expected]
@@ -60,20 +60,20 @@ def test_length_normalised_first_stage_equals_the_reranker(tiny_colbert):
 
 
 def test_plaid_index_is_cached_by_content(tiny_colbert, tmp_path):
-    first = ColBERT(tiny_colbert, cache_dir=tmp_path, index="plaid").index(CORPUS)
+    first = ColBERTIndex(tiny_colbert, cache_dir=tmp_path, index="plaid").index(CORPUS)
     assert first.timings["cache_hit"] == 0.0 and first.timings["encode"] > 0
     assert first.multi_vector_index.kind == "plaid"
     run = first.search(QUERIES, top_k=20)
-    again = ColBERT(tiny_colbert, cache_dir=tmp_path, index="plaid").index(CORPUS)
+    again = ColBERTIndex(tiny_colbert, cache_dir=tmp_path, index="plaid").index(CORPUS)
     assert again.timings["cache_hit"] == 1.0 and again.timings["encode"] == 0.0
     assert again.search(QUERIES, top_k=20) == run
     # another corpus, another index kind or knob: another entry, never a stale hit
     changed = dict(CORPUS, d000=Document("d000", "an entirely different text"))
-    changed_run = ColBERT(tiny_colbert, cache_dir=tmp_path, index="plaid").index(changed)
+    changed_run = ColBERTIndex(tiny_colbert, cache_dir=tmp_path, index="plaid").index(changed)
     assert changed_run.timings["cache_hit"] == 0.0
-    exact = ColBERT(tiny_colbert, cache_dir=tmp_path, index="exact").index(CORPUS)
+    exact = ColBERTIndex(tiny_colbert, cache_dir=tmp_path, index="exact").index(CORPUS)
     assert exact.timings["cache_hit"] == 0.0
-    nbits = ColBERT(tiny_colbert, cache_dir=tmp_path, index_options={"nbits": 8}).index(CORPUS)
+    nbits = ColBERTIndex(tiny_colbert, cache_dir=tmp_path, index_options={"nbits": 8}).index(CORPUS)
     assert nbits.timings["cache_hit"] == 0.0
     assert len(list((tmp_path / "late-interaction").iterdir())) == 4
 
@@ -82,7 +82,7 @@ def test_encoding_in_chunks_resumes_from_its_checkpoints(tiny_colbert, tmp_path,
     """A run stopped after two of four chunks leaves them in the cache; the next run encodes
     only the other two and builds the same index as an uninterrupted run."""
     options = {"index": "plaid", "checkpoint_every": 20, "memo_mb": 0}
-    reference = ColBERT(tiny_colbert, **options).index(CORPUS).search(QUERIES, top_k=10)
+    reference = ColBERTIndex(tiny_colbert, **options).index(CORPUS).search(QUERIES, top_k=10)
     calls: list[int] = []
 
     def counting(retriever, stop_after=None):
@@ -98,57 +98,57 @@ def test_encoding_in_chunks_resumes_from_its_checkpoints(tiny_colbert, tmp_path,
         monkeypatch.setattr(encoder, "encode_documents", wrapper)
         return retriever
 
-    first = counting(ColBERT(tiny_colbert, cache_dir=tmp_path, **options), stop_after=2)
+    first = counting(ColBERTIndex(tiny_colbert, cache_dir=tmp_path, **options), stop_after=2)
     with pytest.raises(RuntimeError, match="stopped"):
         first.index(CORPUS)
     assert calls == [20, 20]
     assert len(list((tmp_path / "late-interaction-chunks").iterdir())) == 2
     calls.clear()
-    second = counting(ColBERT(tiny_colbert, cache_dir=tmp_path, **options)).index(CORPUS)
+    second = counting(ColBERTIndex(tiny_colbert, cache_dir=tmp_path, **options)).index(CORPUS)
     assert calls == [20, 20]  # chunks 3 and 4 only
     assert second.search(QUERIES, top_k=10) == reference
     assert list((tmp_path / "late-interaction-chunks").iterdir()) == []  # the index holds them
     calls.clear()
-    third = counting(ColBERT(tiny_colbert, cache_dir=tmp_path, **options)).index(CORPUS)
+    third = counting(ColBERTIndex(tiny_colbert, cache_dir=tmp_path, **options)).index(CORPUS)
     assert calls == [] and third.timings["cache_hit"] == 1.0
 
 
 def test_exact_search_is_the_same_whatever_the_chunks(tiny_colbert):
-    whole = ColBERT(tiny_colbert, index="exact").index(CORPUS)
-    chunked = ColBERT(tiny_colbert, index="exact", checkpoint_every=7).index(CORPUS)
+    whole = ColBERTIndex(tiny_colbert, index="exact").index(CORPUS)
+    chunked = ColBERTIndex(tiny_colbert, index="exact", checkpoint_every=7).index(CORPUS)
     np.testing.assert_array_equal(
         chunked.multi_vector_index.tokens, whole.multi_vector_index.tokens
     )
     assert chunked.multi_vector_index.tokens.dtype == np.float32  # exact keeps float32 vectors
     assert chunked.search(QUERIES, top_k=10) == whole.search(QUERIES, top_k=10)
-    plaid = ColBERT(tiny_colbert, index="plaid", checkpoint_every=7).index(CORPUS)
+    plaid = ColBERTIndex(tiny_colbert, index="plaid", checkpoint_every=7).index(CORPUS)
     assert plaid.token_dtype("plaid") == "float16" and plaid.resolved_kind == "plaid"
 
 
 def test_auto_index_is_exact_for_small_corpora(tiny_colbert, monkeypatch):
     from winnow.retrieval import late_interaction
 
-    auto = ColBERT(tiny_colbert).index(CORPUS)
+    auto = ColBERTIndex(tiny_colbert).index(CORPUS)
     assert auto.index_kind == "auto" and auto.resolved_kind == "exact"
-    exact = ColBERT(tiny_colbert, index="exact").index(CORPUS)
+    exact = ColBERTIndex(tiny_colbert, index="exact").index(CORPUS)
     assert auto.search(QUERIES, top_k=10) == exact.search(QUERIES, top_k=10)
-    knob = ColBERT(tiny_colbert, index_options={"nprobe": 2}).index(CORPUS)
+    knob = ColBERTIndex(tiny_colbert, index_options={"nprobe": 2}).index(CORPUS)
     assert knob.resolved_kind == "plaid"  # a PLAID knob asks for PLAID
     monkeypatch.setattr(late_interaction, "AUTO_EXACT_DOCUMENTS", 50)
-    assert ColBERT(tiny_colbert).index(CORPUS).resolved_kind == "plaid"
+    assert ColBERTIndex(tiny_colbert).index(CORPUS).resolved_kind == "plaid"
 
 
 def test_bad_inputs(tiny_colbert, tiny_bi_encoder):
     with pytest.raises(InputError, match="empty corpus"):
-        ColBERT(tiny_colbert, index="exact").index({})
+        ColBERTIndex(tiny_colbert, index="exact").index({})
     with pytest.raises(InputError, match="before index"):
-        ColBERT(tiny_colbert, index="exact").search({"q": "wing"})
+        ColBERTIndex(tiny_colbert, index="exact").search({"q": "wing"})
     with pytest.raises(ConfigError, match="index must be one of auto, plaid, exact"):
-        ColBERT(tiny_colbert, index="faiss")
+        ColBERTIndex(tiny_colbert, index="faiss")
     with pytest.raises(ConfigError, match=r"unknown option.*nprob.*valid: .*nprobe"):
-        ColBERT(tiny_colbert, index_options={"nprob": 4})
+        ColBERTIndex(tiny_colbert, index_options={"nprob": 4})
     with pytest.raises(ConfigError, match="not a ColBERT checkpoint"):
-        ColBERT(tiny_bi_encoder, index="exact")
+        ColBERTIndex(tiny_bi_encoder, index="exact")
 
 
 def test_spec_words(tiny_colbert, tiny_bi_encoder):
@@ -178,7 +178,7 @@ def test_a_cut_after_the_colbert_stage_is_its_search_depth(tiny_colbert, tmp_pat
     assert first.top_k == 5 and stage.top_k == 1000  # a new stage; the given one is unchanged
     assert (stage % 2000).stages[0] is stage  # a deeper cut reads no more than top_k
     hybrid = parse_system("colbert-hybrid")
-    colbert = next(s for s in hybrid.stages[0].stages if "colbert" in s.label).stages[0]
+    colbert = next(s for s in hybrid.stages[0].branches if "colbert" in s.label).stages[0]
     assert isinstance(colbert, ColBERTStage) and colbert.top_k == 100
     # the stage searches for 5 and returns the same 5 documents as the cut of a top-1000 run
     dataset = Dataset("tiny", CORPUS, {q: t for q, t in QUERIES.items() if t.strip()}, {})

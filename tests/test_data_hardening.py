@@ -12,7 +12,7 @@ from test_data_beir import write_beir
 from winnow.cli import main
 from winnow.data import load_beir, read_qrels, read_run
 from winnow.errors import DatasetError
-from winnow.retrieval import BM25
+from winnow.retrieval import BM25Index
 from winnow.types import Document
 
 
@@ -109,7 +109,7 @@ def test_check_warns_about_some_empty_documents(tmp_path, capsys, caplog):
 def test_bm25_without_any_indexable_term_is_a_clear_error(texts):
     corpus = {f"d{i}": Document(f"d{i}", t) for i, t in enumerate(texts)}
     with pytest.raises(DatasetError, match="no document has any indexable term"):
-        BM25().index(corpus)
+        BM25Index().index(corpus)
 
 
 def test_eval_on_stopword_only_corpus_is_a_clear_error(tmp_path, capsys):

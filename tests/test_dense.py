@@ -10,7 +10,7 @@ import pytest
 
 from winnow.errors import ConfigError, InputError
 from winnow.fusion import rrf
-from winnow.retrieval import BM25, Dense
+from winnow.retrieval import BM25Index, DenseIndex
 from winnow.retrieval.dense import exact_top_k, model_fingerprint
 from winnow.testing import sample_corpus
 from winnow.types import Document
@@ -27,7 +27,7 @@ def corpus():
 QUERIES = {"q1": "how do wings make lift", "q2": "heat transfer in a boundary layer", "q3": "  "}
 
 
-def counting(monkeypatch, dense: Dense) -> list[int]:
+def counting(monkeypatch, dense: DenseIndex) -> list[int]:
     """Count documents the encoder is asked to embed (delegates to the real encoder)."""
     calls: list[int] = []
     real = dense.encoder.encode_documents
@@ -43,7 +43,7 @@ def counting(monkeypatch, dense: Dense) -> list[int]:
 def test_search_is_exact_cosine_top_k(tiny_bi_encoder, corpus):
     from sentence_transformers import SentenceTransformer
 
-    dense = Dense(tiny_bi_encoder, device="cpu").index(corpus)
+    dense = DenseIndex(tiny_bi_encoder, device="cpu").index(corpus)
     run = dense.search(QUERIES, top_k=5)
     assert run["q3"] == {}  # blank query: empty ranking
     ref = SentenceTransformer(tiny_bi_encoder, device="cpu")
@@ -61,7 +61,7 @@ def test_search_is_exact_cosine_top_k(tiny_bi_encoder, corpus):
 
 def test_top_k_clamped(tiny_bi_encoder):
     corpus = {k: Document(k, "identical text") for k in ("c", "a", "b")}
-    run = Dense(tiny_bi_encoder, device="cpu").index(corpus).search({"q": "text"}, top_k=100)
+    run = DenseIndex(tiny_bi_encoder, device="cpu").index(corpus).search({"q": "text"}, top_k=100)
     assert sorted(run["q"]) == ["a", "b", "c"]
     assert max(run["q"].values()) - min(run["q"].values()) < 1e-6
 
@@ -94,7 +94,7 @@ def test_exact_top_k_matches_full_sort_with_many_ties():
 
 
 def test_embedding_cache(tiny_bi_encoder, corpus, tmp_path, monkeypatch):
-    first = Dense(tiny_bi_encoder, cache_dir=tmp_path, device="cpu")
+    first = DenseIndex(tiny_bi_encoder, cache_dir=tmp_path, device="cpu")
     calls = counting(monkeypatch, first)
     first.index(corpus)
     assert calls == [len(corpus)] and first.timings["cache_hit"] == 0
@@ -103,27 +103,27 @@ def test_embedding_cache(tiny_bi_encoder, corpus, tmp_path, monkeypatch):
     emb = np.load(entry / "embeddings.npy")
     assert emb.dtype == np.float32 and emb.shape[0] == len(corpus)
 
-    second = Dense(tiny_bi_encoder, cache_dir=tmp_path, device="cpu")
+    second = DenseIndex(tiny_bi_encoder, cache_dir=tmp_path, device="cpu")
     calls = counting(monkeypatch, second)
     second.index(corpus)
     assert calls == [] and second.timings["cache_hit"] == 1
     assert second.search(QUERIES, top_k=10) == expected
 
     changed = dict(corpus, d1=Document("d1", "a different text"))
-    third = Dense(tiny_bi_encoder, cache_dir=tmp_path, device="cpu")
+    third = DenseIndex(tiny_bi_encoder, cache_dir=tmp_path, device="cpu")
     calls = counting(monkeypatch, third)
     third.index(changed)
     assert calls == [len(corpus)] and third.timings["cache_hit"] == 0
-    capped = Dense(tiny_bi_encoder, cache_dir=tmp_path, device="cpu", max_length=16)
+    capped = DenseIndex(tiny_bi_encoder, cache_dir=tmp_path, device="cpu", max_length=16)
     assert capped.index(corpus).timings["cache_hit"] == 0  # max_length is part of the key
     assert len(list((tmp_path / "dense").iterdir())) == 3
 
 
 def test_damaged_cache_entry_is_rebuilt(tiny_bi_encoder, corpus, tmp_path, caplog):
-    Dense(tiny_bi_encoder, cache_dir=tmp_path, device="cpu").index(corpus)
+    DenseIndex(tiny_bi_encoder, cache_dir=tmp_path, device="cpu").index(corpus)
     [entry] = (tmp_path / "dense").iterdir()
     np.save(entry / "embeddings.npy", np.zeros((3, 4), dtype=np.float32))  # wrong shape
-    dense = Dense(tiny_bi_encoder, cache_dir=tmp_path, device="cpu").index(corpus)
+    dense = DenseIndex(tiny_bi_encoder, cache_dir=tmp_path, device="cpu").index(corpus)
     assert dense.timings["cache_hit"] == 0 and "rebuilding" in caplog.text
     assert np.load(entry / "embeddings.npy").shape[0] == len(corpus)
 
@@ -139,7 +139,7 @@ def test_model_fingerprint_follows_content_not_location(tiny_bi_encoder, tmp_pat
 
 
 def test_bad_use(tiny_bi_encoder):
-    dense = Dense(tiny_bi_encoder, device="cpu")
+    dense = DenseIndex(tiny_bi_encoder, device="cpu")
     with pytest.raises(InputError, match="before index"):
         dense.search({"q": "x"})
     with pytest.raises(InputError, match="empty corpus"):
@@ -148,14 +148,14 @@ def test_bad_use(tiny_bi_encoder):
 
 def test_faiss_flat_equals_exact(tiny_bi_encoder, corpus):
     pytest.importorskip("faiss")
-    exact = Dense(tiny_bi_encoder, device="cpu").index(corpus).search(QUERIES, top_k=7)
-    flat = Dense(tiny_bi_encoder, device="cpu", index="faiss").index(corpus)
+    exact = DenseIndex(tiny_bi_encoder, device="cpu").index(corpus).search(QUERIES, top_k=7)
+    flat = DenseIndex(tiny_bi_encoder, device="cpu", index="faiss").index(corpus)
     assert "faiss_build" in flat.timings
     run = flat.search(QUERIES, top_k=7)
     for qid in QUERIES:
         assert list(run[qid]) == list(exact[qid])
         assert list(run[qid].values()) == pytest.approx(list(exact[qid].values()), abs=1e-5)
-    hnsw = Dense(tiny_bi_encoder, device="cpu", index="faiss", faiss_factory="HNSW32")
+    hnsw = DenseIndex(tiny_bi_encoder, device="cpu", index="faiss", faiss_factory="HNSW32")
     approx = hnsw.index(corpus).search(QUERIES, top_k=5)
     for qid in ("q1", "q2"):  # 40 documents: HNSW finds (nearly) the exact neighbours
         assert len(set(approx[qid]) & set(exact[qid])) >= 4
@@ -163,10 +163,12 @@ def test_faiss_flat_equals_exact(tiny_bi_encoder, corpus):
 
 def test_index_option_validated(tiny_bi_encoder, corpus):
     with pytest.raises(ConfigError, match="index must be"):
-        Dense(tiny_bi_encoder, device="cpu", index="annoy")
+        DenseIndex(tiny_bi_encoder, device="cpu", index="annoy")
     pytest.importorskip("faiss")
     with pytest.raises(ConfigError, match="invalid faiss_factory"):
-        Dense(tiny_bi_encoder, device="cpu", index="faiss", faiss_factory="Nonsense").index(corpus)
+        DenseIndex(tiny_bi_encoder, device="cpu", index="faiss", faiss_factory="Nonsense").index(
+            corpus
+        )
 
 
 @pytest.fixture(scope="module")
@@ -174,9 +176,9 @@ def cranfield_runs(shared_datasets, minilm_path, tmp_path_factory):
     from winnow.data import load_dataset
 
     ds = load_dataset("cranfield", data_dir=str(shared_datasets), download=False)
-    dense = Dense(minilm_path, cache_dir=tmp_path_factory.mktemp("dense-cache"), device="cpu")
+    dense = DenseIndex(minilm_path, cache_dir=tmp_path_factory.mktemp("dense-cache"), device="cpu")
     dense_run = dense.index(ds.corpus).search(ds.queries, top_k=1000)
-    bm25_run = BM25().index(ds.corpus).search(ds.queries, top_k=1000)
+    bm25_run = BM25Index().index(ds.corpus).search(ds.queries, top_k=1000)
     return ds, bm25_run, dense_run
 
 
@@ -200,8 +202,12 @@ def test_rrf_hybrid_on_cranfield_beats_both(cranfield_runs):
 
 @pytest.mark.gpu
 def test_cuda_matches_cpu(tiny_bi_encoder, corpus):
-    cpu = Dense(tiny_bi_encoder, device="cpu", dtype="float32").index(corpus).search(QUERIES, 5)
-    gpu = Dense(tiny_bi_encoder, device="cuda", dtype="float32").index(corpus).search(QUERIES, 5)
+    cpu = (
+        DenseIndex(tiny_bi_encoder, device="cpu", dtype="float32").index(corpus).search(QUERIES, 5)
+    )
+    gpu = (
+        DenseIndex(tiny_bi_encoder, device="cuda", dtype="float32").index(corpus).search(QUERIES, 5)
+    )
     for qid in ("q1", "q2"):
         assert list(gpu[qid].values()) == pytest.approx(list(cpu[qid].values()), abs=1e-4)
         assert len(set(gpu[qid]) & set(cpu[qid])) >= 4  # near-ties may swap at the cut
@@ -214,14 +220,14 @@ def test_rerank_after_dense_finds_documents_embedded(
     the model on the queries only, and scores exactly as a fresh computation would."""
     import winnow
 
-    Dense(tiny_bi_encoder, cache_dir=tmp_path, device="cpu").index(corpus)
+    DenseIndex(tiny_bi_encoder, cache_dir=tmp_path, device="cpu").index(corpus)
     expected = winnow.load_reranker(tiny_bi_encoder, device="cpu", memo_mb=0).score_pairs(
         [("how do wings make lift", d.full_text) for d in corpus.values()]
     )
     for fresh_process in (False, True):
         if fresh_process:
             winnow.clear_cache()  # as a new process would start: only the disk cache is left
-            assert Dense(tiny_bi_encoder, cache_dir=tmp_path, device="cpu").index(corpus)
+            assert DenseIndex(tiny_bi_encoder, cache_dir=tmp_path, device="cpu").index(corpus)
         rr = winnow.load_reranker(tiny_bi_encoder, device="cpu").load()
         seen = encode_spy(rr.model)
         pairs = [("how do wings make lift", d.full_text) for d in corpus.values()]

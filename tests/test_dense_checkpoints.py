@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from winnow.errors import ConfigError
-from winnow.retrieval import Dense
+from winnow.retrieval import DenseIndex
 from winnow.testing import sample_corpus
 from winnow.types import Document
 
@@ -31,10 +31,10 @@ def corpus():
 
 def dense(model, cache):
     # memo_mb=0: no in-process embedding memo, so only the disk checkpoints can spare work
-    return Dense(model, cache_dir=cache, device="cpu", checkpoint_every=STEP, memo_mb=0)
+    return DenseIndex(model, cache_dir=cache, device="cpu", checkpoint_every=STEP, memo_mb=0)
 
 
-def spy(monkeypatch, d: Dense, fail_at: int | None = None) -> list[int]:
+def spy(monkeypatch, d: DenseIndex, fail_at: int | None = None) -> list[int]:
     """Count the documents each encoder call embeds (the real encoder runs); raise at call
     ``fail_at`` (1-based) to interrupt ``index()`` part-way."""
     calls: list[int] = []
@@ -100,13 +100,13 @@ def test_kill_9_part_way_then_resume(tiny_bi_encoder, corpus, tmp_path):
         """
         import os, signal, sys
         import numpy as np
-        from winnow.retrieval import Dense
+        from winnow.retrieval import DenseIndex
         from winnow.testing import sample_corpus
         from winnow.types import Document
 
         model, cache, kill_at, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
         corpus = {f"d{i}": Document(f"d{i}", t) for i, t in enumerate(sample_corpus()[:45])}
-        d = Dense(model, cache_dir=cache, device="cpu", checkpoint_every=10, memo_mb=0)
+        d = DenseIndex(model, cache_dir=cache, device="cpu", checkpoint_every=10, memo_mb=0)
         real, calls = d.encoder.encode_documents, []
 
         def encode(texts, **kwargs):
@@ -145,4 +145,4 @@ def test_kill_9_part_way_then_resume(tiny_bi_encoder, corpus, tmp_path):
 @pytest.mark.parametrize("bad", [0, -1, 2.5, True, "10"])
 def test_checkpoint_every_is_validated(tiny_bi_encoder, bad):
     with pytest.raises(ConfigError, match="checkpoint_every"):
-        Dense(tiny_bi_encoder, device="cpu", checkpoint_every=bad)
+        DenseIndex(tiny_bi_encoder, device="cpu", checkpoint_every=bad)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from winnow.errors import ConfigError
-from winnow.retrieval import Dense
+from winnow.retrieval import DenseIndex
 from winnow.retrieval.dense import exact_top_k
 from winnow.retrieval.passages import document_windows
 from winnow.testing import build_tiny_bi_encoder, sample_corpus
@@ -51,8 +51,8 @@ def test_relevant_text_past_the_window_is_found_by_maxp_not_by_plain_dense(short
         corpus[f"other{i}"] = Document(f"other{i}", " ".join(_words(25, seed=200 + i)))
     query = {"q": " ".join(needle)}
 
-    plain = Dense(short_bi_encoder, device="cpu").index(corpus).search(query, top_k=10)["q"]
-    maxp = Dense(short_bi_encoder, device="cpu", passages=True, window=30, stride=30)
+    plain = DenseIndex(short_bi_encoder, device="cpu").index(corpus).search(query, top_k=10)["q"]
+    maxp = DenseIndex(short_bi_encoder, device="cpu", passages=True, window=30, stride=30)
     hits = maxp.index(corpus).search(query, top_k=10)["q"]
 
     assert len(maxp.embeddings) == 3 + 8  # three windows of the long document, one per other
@@ -67,7 +67,7 @@ def test_relevant_text_past_the_window_is_found_by_maxp_not_by_plain_dense(short
 
 def test_document_scores_are_the_max_over_their_windows(short_bi_encoder, long_corpus):
     queries = {"q1": "how do wings make lift", "q2": "heat transfer in a boundary layer"}
-    maxp = Dense(short_bi_encoder, device="cpu", passages=True).index(long_corpus)
+    maxp = DenseIndex(short_bi_encoder, device="cpu", passages=True).index(long_corpus)
     window, stride = maxp.window_settings()
     assert (window, stride) == (MAX_LENGTH - 2, (MAX_LENGTH - 2) * 3 // 4)
     run = maxp.search(queries, top_k=len(long_corpus))
@@ -115,7 +115,7 @@ def test_exact_top_k_with_windows_equals_brute_force():
 
 def test_cache_keys_differ_by_window_settings(short_bi_encoder, long_corpus):
     def key(**kw):
-        return Dense(short_bi_encoder, device="cpu", **kw).cache_key(long_corpus)
+        return DenseIndex(short_bi_encoder, device="cpu", **kw).cache_key(long_corpus)
 
     plain = key()
     assert "passages" not in plain  # plain dense keys (and their cached entries) are unchanged
@@ -130,13 +130,13 @@ def test_passage_index_is_cached_and_read_back(
     short_bi_encoder, long_corpus, tmp_path, monkeypatch
 ):
     queries = {"q": "wing lift at high speed"}
-    first = Dense(short_bi_encoder, cache_dir=tmp_path, device="cpu", passages=True)
+    first = DenseIndex(short_bi_encoder, cache_dir=tmp_path, device="cpu", passages=True)
     run = first.index(long_corpus).search(queries, top_k=10)
-    plain = Dense(short_bi_encoder, cache_dir=tmp_path, device="cpu").index(long_corpus)
+    plain = DenseIndex(short_bi_encoder, cache_dir=tmp_path, device="cpu").index(long_corpus)
     assert plain.timings["cache_hit"] == 0.0  # not the passage entry
     assert len(list((tmp_path / "dense").iterdir())) == 2
 
-    again = Dense(short_bi_encoder, cache_dir=tmp_path, device="cpu", passages=True)
+    again = DenseIndex(short_bi_encoder, cache_dir=tmp_path, device="cpu", passages=True)
     monkeypatch.setattr(
         again.encoder, "encode_documents", lambda *a, **k: pytest.fail("re-embedded")
     )
@@ -149,7 +149,7 @@ def test_passage_index_is_cached_and_read_back(
     (entry,) = [e for e in (tmp_path / "dense").iterdir() if (e / "window_doc.npy").exists()]
     np.save(entry / "window_doc.npy", first.window_doc[::-1].copy())
     monkeypatch.undo()
-    rebuilt = Dense(short_bi_encoder, cache_dir=tmp_path, device="cpu", passages=True)
+    rebuilt = DenseIndex(short_bi_encoder, cache_dir=tmp_path, device="cpu", passages=True)
     rebuilt.index(long_corpus)
     assert rebuilt.timings["cache_hit"] == 0.0
     assert rebuilt.search(queries, top_k=10) == run
@@ -157,15 +157,15 @@ def test_passage_index_is_cached_and_read_back(
 
 def test_passage_settings_are_checked(short_bi_encoder):
     with pytest.raises(ConfigError, match="window=31 tokens does not fit the model"):
-        Dense(short_bi_encoder, device="cpu", passages=True, window=31).window_settings()
+        DenseIndex(short_bi_encoder, device="cpu", passages=True, window=31).window_settings()
     with pytest.raises(ConfigError, match="stride=20 > window=10"):
-        Dense(short_bi_encoder, device="cpu", passages=True, window=10, stride=20)
+        DenseIndex(short_bi_encoder, device="cpu", passages=True, window=10, stride=20)
     with pytest.raises(ConfigError, match="with passages=True only"):
-        Dense(short_bi_encoder, device="cpu", window=10)
+        DenseIndex(short_bi_encoder, device="cpu", window=10)
     with pytest.raises(ConfigError, match="window must be a positive number"):
-        Dense(short_bi_encoder, device="cpu", passages=True, window=0)
+        DenseIndex(short_bi_encoder, device="cpu", passages=True, window=0)
     with pytest.raises(ConfigError, match="index must be 'exact'"):
-        Dense(short_bi_encoder, device="cpu", passages=True, index="faiss")
+        DenseIndex(short_bi_encoder, device="cpu", passages=True, index="faiss")
 
 
 def test_maxp_spec_words(short_bi_encoder):

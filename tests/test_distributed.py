@@ -289,3 +289,20 @@ def test_eval_on_daft_gives_the_local_metrics(tiny_bert, tiny_bi_encoder, tmp_pa
         assert names == {
             p.name for p in (tmp_path / "c2" / sub).iterdir() if not p.name.startswith(".")
         }
+
+
+def test_on_engine_rebuilds_the_branches_of_a_fused_stage(tiny_bi_encoder):
+    """A fusion is one Fused stage: on_engine moves its dense branch to Daft, keeps the fusion."""
+    from winnow.distributed.stages import DaftDense, on_engine
+    from winnow.pipeline import Fused, SpecOptions, parse_system
+    from winnow.pipeline.retrieval import Dense
+
+    stage = parse_system(
+        f"(bm25 % 5 | dense:{tiny_bi_encoder} % 5) >> rrf % 3", SpecOptions(device="cpu")
+    )
+    moved = on_engine(stage, EngineOptions(workers=1))
+    fused = moved.stages[0]
+    assert isinstance(fused, Fused) and fused.fusion is stage.stages[0].fusion
+    assert type(fused.branches[1].stages[0]) is DaftDense
+    assert type(stage.stages[0].branches[1].stages[0]) is Dense  # the given stage is unchanged
+    assert moved.label == stage.label

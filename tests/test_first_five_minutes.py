@@ -1,96 +1,106 @@
-"""The README's "first five minutes", each snippet run as written (with the tiny test models where
-the README names a hub model, and the shared Cranfield collection): a reranker, a pipeline on a
-collection with search, an evaluation, the server, one integration. Keep the README in step."""
+"""The README's "first five minutes", each snippet taken from README.md and run as written (on the
+shared collections, with all-MiniLM-L6-v2 where the README names it): a reranker, a pipeline on a
+collection with search, an evaluation, the server, one integration."""
 
 from __future__ import annotations
 
-import httpx
+import re
+import shlex
+from pathlib import Path
+
 import pytest
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+SECTION = "## First five minutes"
+FENCE = re.compile(r"^```(\w+)\n(.*?)^```$", re.MULTILINE | re.DOTALL)
+
+
+def snippets() -> list[tuple[str, str]]:
+    """(language, code) of each fenced block of the section, in order."""
+    text = README.read_text(encoding="utf-8")
+    start = text.index(SECTION)
+    end = text.index("\n## ", start + len(SECTION))
+    return [(m[1], m[2]) for m in FENCE.finditer(text[start:end])]
+
+
+def python_snippets() -> list[str]:
+    return [code for lang, code in snippets() if lang == "python"]
 
 
 @pytest.fixture
 def data(shared_datasets, monkeypatch):
-    monkeypatch.setenv("WINNOW_DATA", str(shared_datasets))  # as `export WINNOW_DATA=...` does
+    monkeypatch.setenv("WINNOW_DATA", str(shared_datasets))  # as the README's `export` does
     return shared_datasets
 
 
-def test_1_a_reranker():
-    import winnow
-
-    reranker = winnow.load_reranker("sentence-transformers/all-MiniLM-L6-v2")
-    hits = reranker.rank(
-        "how do wings make lift?",
-        [
-            {"id": "a", "text": "Heat transfer in a laminar boundary layer."},
-            {
-                "id": "b",
-                "text": "The wing turns the flow down and gains lift.",
-                "metadata": {"p": 3},
-            },
-        ],
-        top_k=1,
-    )
-    print(hits[0].id, round(hits[0].score, 3), hits[0].metadata)  # b 0.738 {'p': 3}
-    assert hits[0].id == "b" and hits[0].metadata == {"p": 3}
+def run_snippet(code: str) -> dict:
+    namespace: dict = {"__name__": "__readme__"}
+    exec(compile(code, f"{README}:{SECTION}", "exec"), namespace)
+    return namespace
 
 
-def test_2_a_pipeline_on_a_collection(data):
-    import winnow
-    from winnow.pipeline import BM25, Rerank
+def test_the_section_has_the_five_snippets():
+    langs = [lang for lang, _ in snippets()]
+    assert langs == ["python", "python", "python", "bash", "python", "python"]
+    assert "import winnow" in python_snippets()[0]
+    assert ".bind(" in python_snippets()[1] and ".search(" in python_snippets()[1]
+    assert "experiment(" in python_snippets()[2]
+    assert "/v1/rerank" in python_snippets()[3]
+    assert "winnow.integrations" in python_snippets()[4]
 
-    reranker = winnow.load_reranker("sentence-transformers/all-MiniLM-L6-v2")
-    pipe = (BM25() % 50 >> Rerank(reranker) % 10).bind("cranfield")
-    for hit in pipe.search("boundary layer on a flat plate", top_k=3):
-        print(hit.rank, hit.doc_id, round(hit.score, 3), hit.title[:60])
-    run = pipe(
-        {"1": "what is lift?", "2": "heat transfer at mach 3"}
-    )  # {query_id: {doc_id: score}}
+
+def test_1_a_reranker(capsys):
+    ns = run_snippet(python_snippets()[0])
+    assert ns["hits"][0].id == "b" and ns["hits"][0].metadata == {"p": 3}
+    printed = capsys.readouterr().out.split()
+    assert printed[0] == "b" and printed[2:] == ["{'p':", "3}"]
+
+
+def test_2_a_pipeline_on_a_collection(data, capsys):
+    ns = run_snippet(python_snippets()[1])
+    run = ns["run"]
     assert set(run) == {"1", "2"} and all(len(r) == 10 for r in run.values())
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == ["1", "2", "3"]
+    assert [line.split()[1] for line in lines] == [
+        h.doc_id for h in ns["pipe"].search("boundary layer on a flat plate", top_k=3)
+    ]
 
 
 def test_3_an_evaluation(data):
-    from winnow.data import load_dataset
-    from winnow.evaluation import experiment
-    from winnow.pipeline import BM25, parse_system
-
-    cranfield = load_dataset("cranfield", data_dir=data)
-    result = experiment(
-        {"bm25": BM25(), "bm25+bo1": parse_system("bm25 >> bo1")},
-        cranfield,
-        metrics=["nDCG@10", "R@100"],
-        test="randomization",
-        correction="holm",
-    )
-    print(result.comparison.means)
-    print(result.comparison.tests["bm25+bo1"]["nDCG@10"])  # delta, statistic, p, p_adjusted...
-    assert set(result.comparison.means) == {"bm25", "bm25+bo1"}
+    ns = run_snippet(python_snippets()[2])
+    comparison = ns["result"].comparison
+    assert set(comparison.means) == {"bm25", "bm25+bo1"}
+    assert comparison.means["bm25"]["nDCG@10"] == pytest.approx(0.3730, abs=5e-5)  # SOURCE.md
+    assert {"delta", "p", "p_adjusted"} <= set(comparison.tests["bm25+bo1"]["nDCG@10"])
 
 
-def test_4_the_server():
-    from winnow.server.config import ServerConfig
+def test_4_the_server(capsys):
+    """The README's `winnow serve` line, parsed by the real command line and served on a free
+    port; the request snippet runs against it (the README's port 8000 replaced by that port)."""
+    from winnow.cli import build_parser
+    from winnow.server.commands import build_config
     from winnow.server.testing import running_server
 
-    # on the command line: winnow serve --model sentence-transformers/all-MiniLM-L6-v2
-    config = ServerConfig.from_env({}, models=["sentence-transformers/all-MiniLM-L6-v2"])
+    [command] = [code for lang, code in snippets() if lang == "bash"]
+    argv = shlex.split(command)
+    assert argv[:2] == ["winnow", "serve"]
+    args = build_parser().parse_args(argv[1:])
+    config = build_config(args, {})
+    assert args.port == 8000 and [m.model for m in config.models] == [
+        "sentence-transformers/all-MiniLM-L6-v2"
+    ]
+    code = python_snippets()[3]
+    assert "http://127.0.0.1:8000" in code
     with running_server(config) as server:
-        reply = httpx.post(
-            server.url + "/v1/rerank",
-            json={"query": "how do wings make lift?", "documents": ["heat", "wing lift"]},
-            timeout=60,
-        )
-        print(reply.json()["results"])  # [{"index": 1, "relevance_score": ...}, ...]
-        assert reply.status_code == 200 and reply.json()["results"][0]["index"] == 1
+        ns = run_snippet(code.replace("http://127.0.0.1:8000", server.url))
+    reply = ns["reply"]
+    assert reply.status_code == 200 and reply.json()["results"][0]["index"] == 1
+    assert "'index': 1" in capsys.readouterr().out
 
 
 def test_5_an_integration():
-    from langchain_core.documents import Document
-
-    from winnow.integrations.langchain import WinnowRerank
-
-    compressor = WinnowRerank(reranker="sentence-transformers/all-MiniLM-L6-v2", top_k=1)
-    docs = [Document("Heat transfer in a plate."), Document("Wings make lift.", metadata={"n": 2})]
-    best = compressor.compress_documents(docs, "how do wings make lift?")
-    print(
-        best[0].page_content, best[0].metadata
-    )  # Wings make lift. {'n': 2, 'relevance_score': ...}
-    assert best[0].metadata["n"] == 2
+    ns = run_snippet(python_snippets()[4])
+    best = ns["best"]
+    assert best[0].page_content == "Wings make lift." and best[0].metadata["n"] == 2
+    assert "relevance_score" in best[0].metadata

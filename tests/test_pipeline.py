@@ -12,6 +12,7 @@ from winnow.pipeline import (
     RRF,
     Context,
     Cutoff,
+    Fused,
     Parallel,
     Pipeline,
     Rerank,
@@ -74,7 +75,11 @@ def test_operators_build_flat_pipelines_and_match_the_explicit_form(dataset):
     explicit = Pipeline(
         [Parallel([Pipeline([a, Cutoff(3)]), Pipeline([b, Cutoff(3)])]), ScoreFusion(), Cutoff(2)]
     )
-    assert isinstance(composed, Pipeline) and len(composed.stages) == 3
+    assert isinstance(composed, Pipeline) and len(composed.stages) == 2
+    fused, cut = composed.stages
+    assert isinstance(fused, Fused) and isinstance(fused.fusion, ScoreFusion)
+    assert [s.label for s in fused.branches] == ["a % 3", "b % 3"] and cut.k == 2
+    assert [type(s) for s in explicit.stages] == [Fused, Cutoff]
     assert composed.label == explicit.label == "(a % 3 | b % 3) >> combsum % 2"
     out1 = composed.transform(QUERIES, None, Context(dataset))
     out2 = explicit.transform(QUERIES, None, Context(dataset))
@@ -90,6 +95,41 @@ def test_rrf_stage_gives_the_closed_form(dataset):
     assert out["q2"]["d2"] == pytest.approx(1 / 62 + 1 / 61)
 
 
+def test_fusion_is_one_stage_built_at_composition_that_runs_alone(dataset):
+    from winnow.fusion import rrf, score_fusion
+
+    a, b, c = Static(RUN_A, "a"), Static(RUN_B, "b"), Static(RUN_A, "c")
+    fused = (a | b) >> RRF()
+    assert isinstance(fused, Fused) and fused.label == "(a | b) >> rrf"
+    ctx = Context(dataset)
+    out = fused.transform(QUERIES, None, ctx)
+    assert out == rrf([RUN_A, RUN_B], k=60)  # the closed form, from the branch runs
+    assert [(t.stage, t.phase) for t in ctx.timings] == [("rrf", "fuse")]
+    # bound to a collection, the fused stage searches like any stage
+    hits = fused.bind(dataset).search("anything", top_k=2)
+    assert hits == []  # the static branches know q1 and q2 only
+    run = fused.bind(dataset)({"q2": QUERIES["q2"]})
+    assert run == {"q2": rrf([RUN_A, RUN_B], k=60)["q2"]}
+    # written inside a longer pipeline, in any grouping, the same single stage is built
+    for pipeline in (
+        c % 3 >> (a | b) >> ScoreFusion("combmnz") % 2,
+        (c % 3 >> (a | b)) >> (ScoreFusion("combmnz") >> Cutoff(2)),
+        Pipeline([c, Cutoff(3), Parallel([a, b]), ScoreFusion("combmnz"), Cutoff(2)]),
+    ):
+        assert [type(s) for s in pipeline.stages] == [Static, Cutoff, Fused, Cutoff]
+        assert pipeline.label == "c % 3 >> (a | b) >> combmnz % 2"
+        expected = score_fusion([RUN_A, RUN_B], method="combmnz")
+        expected = {
+            q: dict(sorted(r.items(), key=lambda i: (-i[1], i[0]))[:2]) for q, r in expected.items()
+        }
+        assert pipeline.transform(QUERIES, None, Context(dataset)) == expected
+    nested = ((a | b) >> RRF() | c) >> RRF(k=10)
+    assert isinstance(nested, Fused) and isinstance(nested.branches[0], Fused)
+    assert nested.transform(QUERIES, None, Context(dataset)) == rrf(
+        [rrf([RUN_A, RUN_B], k=60), RUN_A], k=10
+    )
+
+
 def test_fusion_must_follow_a_parallel_stage():
     a, b = Static(RUN_A, "a"), Static(RUN_B, "b")
     with pytest.raises(ConfigError, match="must be followed by a fusion stage"):
@@ -100,6 +140,14 @@ def test_fusion_must_follow_a_parallel_stage():
         (a | b).transform(QUERIES, None, None)
     with pytest.raises(ConfigError, match="combines pipeline stages"):
         a >> 3
+    with pytest.raises(ConfigError, match="rrf fuses the runs of a parallel stage"):
+        RRF().transform(QUERIES, None, None)
+    with pytest.raises(ConfigError, match="put a parallel stage before it"):
+        ((a | b) >> RRF()) >> RRF()
+    with pytest.raises(ConfigError, match="follow it with a fusion stage"):
+        (a >> (a | b)).transform(QUERIES, None, None)  # unfinished: the fusion is not written yet
+    with pytest.raises(ConfigError, match="rrf fuses the runs of a parallel stage"):
+        (RRF() % 2).transform(QUERIES, None, None)  # unfinished: no parallel stage before it
 
 
 def test_stages_never_mutate_their_inputs(dataset, tiny_bert):
@@ -217,6 +265,11 @@ def test_spec_language_parses_names_operators_and_models(tiny_bert, tiny_bi_enco
     assert parse_system("(bm25%5|dense%5|bm25%9)>>combmnz", options).stages[0].label.count("|") == 2
     same = parse_system(f"rerank:{tiny_bert}", options)
     assert same.reranker.config.kind == "cross-encoder"
+    fused = parse_system("hybrid-v1", options)
+    assert isinstance(fused, Fused) and isinstance(fused.fusion, RRF)
+    cut = parse_system("(bm25 % 5 | dense % 5) >> rrf % 3", options)  # a cut right after fusion
+    assert [type(s) for s in cut.stages] == [Fused, Cutoff]
+    assert cut.label == "(bm25 % 5 | dense % 5) >> rrf % 3"
 
 
 @pytest.mark.parametrize(

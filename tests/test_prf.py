@@ -12,7 +12,7 @@ import pytest
 from winnow.errors import ConfigError
 from winnow.pipeline import BM25, Context, Pipeline, QueryExpansion, Rocchio, parse_system
 from winnow.pipeline.spec import SpecOptions
-from winnow.retrieval import BM25 as BM25Index
+from winnow.retrieval import BM25Index
 from winnow.retrieval.prf import (
     ExpansionOptions,
     TermStatistics,

@@ -20,10 +20,10 @@ from typing import Any
 import numpy as np
 
 from winnow.distributed.engine import EngineOptions
-from winnow.pipeline.base import Context, Parallel, Pipeline, Stage
+from winnow.pipeline.base import Context, Fused, Parallel, Pipeline, Stage
 from winnow.pipeline.rerank import Rerank
 from winnow.pipeline.retrieval import Dense
-from winnow.retrieval.dense import Dense as DenseIndex
+from winnow.retrieval.dense import DenseIndex
 from winnow.types import Document
 
 logger = logging.getLogger(__name__)
@@ -84,7 +84,7 @@ class DaftRerank(Rerank):
 
 
 class DaftDenseIndex(DenseIndex):
-    """:class:`winnow.retrieval.Dense` whose corpus chunks are encoded on Daft workers."""
+    """:class:`winnow.retrieval.DenseIndex` whose corpus chunks are encoded on Daft workers."""
 
     def __init__(self, *args: Any, engine: EngineOptions | None = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
@@ -132,6 +132,8 @@ def on_engine(stage: Stage, engine: EngineOptions) -> Stage:
         return Pipeline([on_engine(s, engine) for s in stage.stages])
     if isinstance(stage, Parallel):
         return Parallel([on_engine(s, engine) for s in stage.stages])
+    if isinstance(stage, Fused):
+        return Fused(on_engine(stage.parallel, engine), stage.fusion)  # type: ignore[arg-type]
     if type(stage) is Rerank:
         if stage.reranker.score_type != "relevance":
             logger.info("%s scores whole lists: it runs in-process", stage.label)

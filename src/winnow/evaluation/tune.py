@@ -243,7 +243,7 @@ def format_result(r: TuneResult) -> str:
 def register(sub: argparse._SubParsersAction) -> None:
     import os
 
-    from winnow.evaluation.commands import DEFAULT_CACHE
+    from winnow._collection_args import DEFAULT_CACHE
 
     p = sub.add_parser(
         "tune",
@@ -275,8 +275,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from winnow._collection_args import cache_folder as _cache
+    from winnow._collection_args import load_collection as _load
+    from winnow._collection_args import progress_wanted as _progress
     from winnow._fs import write_json_atomic
-    from winnow.evaluation.commands import _cache, _load, _progress
     from winnow.pipeline import Context
 
     grid = parse_grid(args.system, args.grid)

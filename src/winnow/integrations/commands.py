@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from winnow.defaults import DEFAULT_MODEL
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -24,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=[],
         metavar="[ALIAS=][KIND:]MODEL[?KEY=VALUE&...]",
         help="a reranker to serve; repeatable (the first is the default); "
-        "default sentence-transformers/all-MiniLM-L6-v2 when no --dataset is given",
+        f"default {DEFAULT_MODEL} when no --dataset is given",
     )
     p.add_argument("--dataset", help="a collection (name or folder) for the search tool")
     p.add_argument(
@@ -67,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     require("mcp", "mcp")
     from winnow.integrations.mcp import build_server, run_http
 
-    specs = args.model or ([] if args.dataset else ["sentence-transformers/all-MiniLM-L6-v2"])
+    specs = args.model or ([] if args.dataset else [DEFAULT_MODEL])
     models = _models(specs, args.device)
     pipeline = None
     if args.dataset:

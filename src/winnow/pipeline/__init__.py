@@ -2,20 +2,24 @@
 
 ``(BM25() % 100 | Dense() % 100) >> RRF() >> Rerank(reranker) % 10`` or, equivalently,
 ``Pipeline([Parallel([BM25() % 100, Dense() % 100]), RRF(), Rerank(reranker), Cutoff(10)])``.
-Run one with ``stage.transform(queries, None, Context(dataset))`` or through
-:func:`winnow.evaluation.experiment`. System specs (``"bm25%100>>rerank:MODEL"``) are parsed by
+``a | b`` runs both on the same input and the fusion stage after it merges their runs (it is not
+PyTerrier's set union); the two become one :class:`Fused` stage as the expression is composed.
+Run any stage with ``stage.bind(collection)`` (``.search(query)``, or call it on queries),
+``stage.transform(queries, None, Context(dataset))`` or :func:`winnow.evaluation.experiment`. System specs (``"bm25%100>>rerank:MODEL"``) are parsed by
 :func:`parse_system`.
 """
 
 from winnow.pipeline.base import (
     Context,
     Cutoff,
+    Fused,
     FusionStage,
     Parallel,
     Pipeline,
     Stage,
     StageTiming,
     run_stage,
+    then,
     top_docs,
 )
 from winnow.pipeline.bound import BoundPipeline, SearchHit
@@ -34,6 +38,7 @@ __all__ = [
     "Context",
     "Cutoff",
     "Dense",
+    "Fused",
     "FusionStage",
     "Parallel",
     "Pipeline",
@@ -49,5 +54,6 @@ __all__ = [
     "parse_system",
     "run_stage",
     "split_systems",
+    "then",
     "top_docs",
 ]

@@ -7,6 +7,12 @@ Every stage sees all queries at once, so rerankers batch pairs across queries.
 
 Operators follow Python's precedence, like PyTerrier: ``%`` binds tighter than ``>>``, which binds
 tighter than ``|``. So ``(bm25 % 100 | dense % 100) >> RRF() >> rerank % 10`` needs its parentheses.
+
+``a | b`` is not PyTerrier's set union of two result sets: it runs ``a`` and ``b`` side by side on
+the same input, and the fusion stage written after it (``(a | b) >> RRF()``) merges their runs
+into one. The pair is built into one :class:`Fused` stage when the expression is composed, so
+``((a | b) >> RRF()).transform(...)`` runs alone like any other stage; a :class:`Parallel` with no
+fusion after it, or a fusion stage with no parallel one before it, produces no single run.
 """
 
 from __future__ import annotations
@@ -112,11 +118,11 @@ class Stage(ABC):
     def __call__(self, queries: Mapping[str, str], run: Run | None, ctx: Context) -> Run:
         return self.transform(queries, run, ctx)
 
-    def __rshift__(self, other: Stage) -> Pipeline:
-        return Pipeline([self, _check_stage(other, ">>")])
+    def __rshift__(self, other: Stage) -> Stage:
+        return then([self, _check_stage(other, ">>")])
 
-    def __rrshift__(self, other: Any) -> Pipeline:
-        return Pipeline([_check_stage(other, ">>"), self])
+    def __rrshift__(self, other: Any) -> Stage:
+        return then([_check_stage(other, ">>"), self])
 
     def __mod__(self, k: int) -> Pipeline:
         cut = Cutoff(k)
@@ -169,7 +175,11 @@ class Cutoff(Stage):
 
 
 class FusionStage(Stage):
-    """A stage that merges the runs of a preceding :class:`Parallel` into one."""
+    """A method that merges the runs of a preceding :class:`Parallel` into one.
+
+    Writing ``parallel >> fusion`` builds a :class:`Fused` stage from the two; the fusion stage
+    alone has no runs to merge.
+    """
 
     @abstractmethod
     def fuse(self, runs: Sequence[Run], ctx: Context, queries: int) -> Run:
@@ -182,7 +192,7 @@ class FusionStage(Stage):
 
 
 class Parallel(Stage):
-    """Run stages side by side on the same input (``a | b``); a fusion stage must follow."""
+    """Stages side by side on the same input (``a | b``); ``>> fusion`` makes a :class:`Fused`."""
 
     def __init__(self, stages: Sequence[Stage]):
         flat: list[Stage] = []
@@ -203,49 +213,77 @@ class Parallel(Stage):
         )
 
 
+class Fused(Stage):
+    """A parallel stage and the fusion of its runs, as one stage (``(a | b) >> RRF()``).
+
+    Built when the expression is composed (by ``>>`` or :class:`Pipeline`), so it runs alone:
+    ``Fused(a | b, RRF()).transform(queries, run, ctx)`` runs every branch on ``run`` and returns
+    the fused run. ``stages`` is ``(parallel, fusion)``; the label is the one the two had side by
+    side (``(a | b) >> rrf``).
+    """
+
+    def __init__(self, parallel: Parallel, fusion: FusionStage):
+        if not isinstance(parallel, Parallel):
+            raise ConfigError(
+                f"{fusion.label} fuses several runs: put a parallel stage before it, "
+                f"e.g. (bm25 | dense) >> {fusion.label}"
+            )
+        if not isinstance(fusion, FusionStage):
+            raise ConfigError(
+                f"{parallel.label} must be followed by a fusion stage (rrf, combsum, combmnz), "
+                f"not {fusion.label}"
+            )
+        self.parallel = parallel
+        self.fusion = fusion
+        self.stages = (parallel, fusion)
+        self.label = f"{parallel.label} >> {fusion.label}"
+
+    @property
+    def branches(self) -> tuple[Stage, ...]:
+        return self.parallel.stages
+
+    def transform(self, queries: Mapping[str, str], run: Run | None, ctx: Context) -> Run:
+        runs = self.parallel.transform_all(queries, run, ctx)
+        return self.fusion.fuse(runs, ctx, len(queries))
+
+
 class Pipeline(Stage):
     """Stages applied in order (``a >> b >> c`` or ``Pipeline([a, b, c])``).
 
-    A :class:`Parallel` must be followed by a :class:`FusionStage`, and a fusion stage must follow
-    a parallel one; this is checked when the pipeline is built.
+    A :class:`Parallel` followed by a :class:`FusionStage` becomes one :class:`Fused` stage here,
+    when the pipeline is built; anything else after a parallel stage, or a fusion stage after
+    anything but a parallel one, is refused. While an expression is being written a parallel
+    stage may end a pipeline (``x >> (a | b)``, then ``>> rrf``) and a fusion stage may start one
+    (``rrf % 10`` in ``(a | b) >> rrf % 10``); such an unfinished pipeline does not run.
     """
 
     def __init__(self, stages: Sequence[Stage]):
         flat: list[Stage] = []
         for s in stages:
-            flat.extend(s.stages if isinstance(s, Pipeline) else [_check_stage(s, ">>")])
+            for step in s.stages if isinstance(s, Pipeline) else (_check_stage(s, ">>"),):
+                prev = flat[-1] if flat else None
+                if isinstance(prev, Parallel) or (
+                    prev is not None and isinstance(step, FusionStage)
+                ):
+                    flat[-1:] = [Fused(prev, step)]  # type: ignore[arg-type]
+                else:
+                    flat.append(step)
         if not flat:
             raise ConfigError("a pipeline needs at least one stage")
-        for i, s in enumerate(flat):
-            nxt = flat[i + 1] if i + 1 < len(flat) else None
-            prev = flat[i - 1] if i else None
-            if isinstance(s, Parallel) and nxt is not None and not isinstance(nxt, FusionStage):
-                raise ConfigError(
-                    f"{s.label} must be followed by a fusion stage (rrf, combsum, combmnz), "
-                    f"not {nxt.label}"
-                )
-            if isinstance(s, FusionStage) and not isinstance(prev, Parallel):
-                raise ConfigError(
-                    f"{s.label} fuses several runs: put a parallel stage before it, "
-                    f"e.g. (bm25 | dense) >> {s.label}"
-                )
         self.stages = tuple(flat)
         self.label = " >> ".join(s.label for s in self.stages).replace(" >> %", " % ")
 
     def transform(self, queries: Mapping[str, str], run: Run | None, ctx: Context) -> Run:
-        stages = list(self.stages)
-        i = 0
-        while i < len(stages):
-            stage = stages[i]
-            if isinstance(stage, Parallel) and i + 1 < len(stages):
-                fusion = stages[i + 1]
-                runs = stage.transform_all(queries, run, ctx)
-                run = fusion.fuse(runs, ctx, len(queries))  # type: ignore[union-attr]
-                i += 2
-            else:
-                run = stage.transform(queries, run, ctx)
-                i += 1
+        for stage in self.stages:
+            run = stage.transform(queries, run, ctx)
         return run if run is not None else {}
+
+
+def then(stages: Sequence[Stage]) -> Stage:
+    """``stages[0] >> stages[1] >> ...``: one stage when they make one (``(a | b) >> rrf`` is a
+    :class:`Fused`), else a :class:`Pipeline`."""
+    pipeline = Pipeline(stages)
+    return pipeline.stages[0] if len(pipeline.stages) == 1 else pipeline
 
 
 def run_stage(

@@ -17,13 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from winnow._fs import read_json_entry, write_json_atomic
+from winnow.defaults import DEFAULT_MODEL as DEFAULT_DENSE_MODEL
 from winnow.errors import ConfigError
 from winnow.pipeline.base import Context, Stage, StageTiming
 from winnow.types import Run
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_DENSE_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
 
 class Retriever(Stage):
@@ -146,7 +145,7 @@ class BM25(Retriever):
         return ["bm25", built.params()]
 
     def _build(self, ctx: Context) -> Any:
-        from winnow.retrieval import BM25 as BM25Index
+        from winnow.retrieval import BM25Index
 
         return BM25Index(**self.params, cache_dir=ctx.cache_dir)
 
@@ -209,7 +208,7 @@ class Dense(Retriever):
         return identity
 
     def _build(self, ctx: Context) -> Any:
-        from winnow.retrieval import Dense as DenseIndex
+        from winnow.retrieval import DenseIndex
 
         p = self.passages
         return DenseIndex(
@@ -227,7 +226,7 @@ class Dense(Retriever):
 class ColBERT(Retriever):
     """Late-interaction retrieval: a ColBERT model's token vectors in a ``plaid`` or ``exact``
     multi-vector index (``auto``, the default: exact below 4,096 documents, else plaid), MaxSim
-    search (:class:`winnow.retrieval.colbert.ColBERT`).
+    search (:class:`winnow.retrieval.colbert.ColBERTIndex`).
 
     ``options`` are the ``late-interaction`` kind's options (``backbone``, ``length_normalize``,
     ``max_tokens``...) and the loader's (``max_length``); ``index_options`` the index's knobs.
@@ -337,7 +336,7 @@ class ColBERT(Retriever):
         ]
 
     def _build(self, ctx: Context) -> Any:
-        from winnow.retrieval.colbert import ColBERT as ColBERTIndex
+        from winnow.retrieval.colbert import ColBERTIndex
 
         options = dict(self.options)
         device = options.pop("device", self.device)

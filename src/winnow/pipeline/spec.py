@@ -25,16 +25,23 @@ below, in their incoming order. So the two-model document-then-chunk form is wri
 re-scores the best 10 by their best window.
 Examples: ``bm25%100>>rerank:cross-encoder/ms-marco-MiniLM-L-6-v2``,
 ``(bm25%1000 | dense%1000) >> rrf >> rerank % 10``.
+
+Words are looked up in registries, one entry per word: :data:`SYSTEMS`, :data:`WORDS` (bare words),
+:data:`MODEL_WORDS` (``PREFIX:ARG``), then the reranker kinds of :mod:`winnow.rerankers.registry`.
+An unknown word is refused with the closest valid ones ("did you mean", difflib) and every error
+names the character where the bad word starts.
 """
 
 from __future__ import annotations
 
+import difflib
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 
+from winnow.defaults import DEFAULT_RERANKER
 from winnow.errors import ConfigError
-from winnow.pipeline.base import Parallel, Pipeline, Stage
+from winnow.pipeline.base import Parallel, Stage, then
 from winnow.pipeline.feedback import QueryExpansion, Rocchio
 from winnow.pipeline.fusion import RRF, ScoreFusion
 from winnow.pipeline.rerank import ChunkedRerank, Rerank, RescoreStage
@@ -103,7 +110,7 @@ _AT_DEPTH = re.compile(r"(?P<word>.+)@(?P<depth>\d+)")
 class SpecOptions:
     """How words become stages: the default reranker and the settings shared by every stage."""
 
-    reranker: str = "bi-encoder:sentence-transformers/all-MiniLM-L6-v2"
+    reranker: str = DEFAULT_RERANKER
     depth: int = 100
     dense_model: str = DEFAULT_DENSE_MODEL
     device: str | None = None
@@ -131,26 +138,139 @@ def valid_words() -> str:
     return ", ".join([*PRIMITIVES, *SYSTEMS])
 
 
+def did_you_mean(word: str, candidates: Iterable[str]) -> str:
+    """``"; did you mean bm25?"`` for a close match among ``candidates`` (difflib), else ``""``."""
+    close = difflib.get_close_matches(word, list(candidates), n=3, cutoff=0.6)
+    return f"; did you mean {' or '.join(close)}?" if close else ""
+
+
+# -- the words: one registry entry (one line) per word --------------------------------------------
+# A WORDS factory builds the stage of a bare word from the spec's options; a MODEL_WORDS factory
+# builds ``PREFIX:ARG`` from the options and ARG. A factory raises ConfigError for a bad ARG; the
+# parser adds the spec and the position. Reranker kinds (``cross-encoder:MODEL``, ``llm:MODEL``,
+# ``rerank:MODEL``...) come from winnow.rerankers.registry, after these. Each word's description is
+# in PRIMITIVES (errors and --help show it).
+
+
+def _rerank(o: SpecOptions, model: str, name: str | None = None) -> Stage:
+    return Rerank(o.load(model), depth=o.depth, batch_queries=o.batch_queries, name=name or model)
+
+
+def _chunked(o: SpecOptions, model: str) -> Stage:
+    return ChunkedRerank(o.load(model), depth=o.depth, batch_queries=o.batch_queries, name=model)
+
+
+def _no_options(prefix: str, model: str) -> str:
+    if "?" in model:
+        raise ConfigError(
+            f"{prefix + ':' + model!r}: a {prefix} stage takes no options (they are for rerankers)"
+        )
+    return model
+
+
+def _tuned(o: SpecOptions, path: str) -> Stage:
+    from winnow.evaluation.tune import load_tuned
+
+    return load_tuned(path)
+
+
+def _maxp(o: SpecOptions, spec: str) -> Stage:
+    """``maxp:MODEL[?window=N&stride=N]``: passage-level dense with ``MODEL``."""
+    from winnow.rerankers.registry import parse_model_ref
+
+    word = f"maxp:{spec}"
+    ref = parse_model_ref(spec)
+    if ref.kind is not None:
+        raise ConfigError(f"{word!r}: a maxp stage embeds with a bi-encoder; name no kind")
+    settings: dict[str, int] = {}
+    for key, value in ref.options:
+        if key not in MAXP_OPTIONS:
+            raise ConfigError(
+                f"{word!r}: unknown option {key!r}; a maxp stage takes "
+                + ", ".join(f"{k} ({v})" for k, v in MAXP_OPTIONS.items())
+                + did_you_mean(key, MAXP_OPTIONS)
+            )
+        if not value.isdigit() or int(value) < 1:
+            raise ConfigError(f"{word!r}: {key} must be a positive number of tokens, got {value!r}")
+        settings[key] = int(value)
+    try:
+        return Dense(ref.model, device=o.device, dtype=o.dtype, passages=True, **settings)
+    except ConfigError as exc:
+        raise ConfigError(f"{word!r}: {exc}") from None
+
+
+WORDS: dict[str, Callable[[SpecOptions], Stage]] = {
+    "bm25": lambda o: BM25(),
+    "dense": lambda o: Dense(o.dense_model, device=o.device, dtype=o.dtype),
+    "colbert": lambda o: ColBERT(DEFAULT_DENSE_MODEL, device=o.device, dtype=o.dtype),
+    "maxp": lambda o: Dense(o.dense_model, device=o.device, dtype=o.dtype, passages=True),
+    "rrf": lambda o: RRF(),
+    "combsum": lambda o: ScoreFusion("combsum"),
+    "combmnz": lambda o: ScoreFusion("combmnz"),
+    "rerank": lambda o: _rerank(o, o.reranker),
+    "chunked": lambda o: _chunked(o, o.reranker),
+    "rm3": lambda o: QueryExpansion("rm3"),
+    "bo1": lambda o: QueryExpansion("bo1"),
+    "rocchio": lambda o: Rocchio(o.dense_model, device=o.device, dtype=o.dtype),
+}
+
+#: ``PREFIX:ARG`` words: prefix -> (what ARG is, the factory).
+MODEL_WORDS: dict[str, tuple[str, Callable[[SpecOptions, str], Stage]]] = {
+    "dense": ("MODEL", lambda o, m: Dense(_no_options("dense", m), device=o.device, dtype=o.dtype)),
+    "maxp": ("MODEL", _maxp),
+    "colbert": ("MODEL", lambda o, m: ColBERT.from_spec(m, device=o.device, dtype=o.dtype)),
+    "rocchio": (
+        "MODEL",
+        lambda o, m: Rocchio(_no_options("rocchio", m), device=o.device, dtype=o.dtype),
+    ),
+    "tuned": ("FILE", _tuned),
+    "chunked": ("MODEL", _chunked),
+}
+
+
+def model_word_forms() -> list[str]:
+    """Every ``PREFIX:ARG`` form, the reranker kinds' included (for errors and suggestions)."""
+    from winnow.rerankers.registry import available_kinds
+
+    forms = [f"{prefix}:{arg}" for prefix, (arg, _) in MODEL_WORDS.items()]
+    return [*forms, "rerank:MODEL", "llm:MODEL", *(f"{k}:MODEL" for k in available_kinds())]
+
+
+class _Token(str):
+    """A token of a spec that knows where it starts (0-based character offset)."""
+
+    start: int
+
+    def __new__(cls, text: str, start: int) -> _Token:
+        token = super().__new__(cls, text)
+        token.start = start
+        return token
+
+
 def tokenize(spec: str) -> list[str]:
-    tokens, pos = [], 0
+    """The tokens of ``spec`` (each a ``str`` whose ``start`` is its offset in the stripped spec)."""
+    tokens: list[str] = []
+    pos = 0
     spec = spec.strip()
     while pos < len(spec):
         m = _TOKEN.match(spec, pos)
         if m is None or m.end() == pos:
             raise ConfigError(
-                f"system spec {spec!r}: unexpected {spec[pos:].strip()[:20]!r} at {pos}"
+                f"system spec {spec!r}, at character {pos + 1}: unexpected "
+                f"{spec[pos:].strip()[:20]!r}"
             )
+        start = m.start(1) if m.group(1) else m.start(2) if m.group(2) else m.start(3)
         word = m.group(3)
         if word is not None and "?" in word and spec.startswith("%", m.end()):
             # "m?max_length=64%10": a cut, or a percent escape of the value? Refuse to guess.
             raise ConfigError(
-                f"system spec {spec!r}: '%' right after the options of {word!r} is ambiguous; "
-                "put a space before a cut (MODEL?KEY=VALUE % 10) and quote a spec with percent "
-                "escapes ('MODEL?query_prompt=query:%20')"
+                f"system spec {spec!r}, at character {m.end() + 1}: '%' right after the options "
+                f"of {word!r} is ambiguous; put a space before a cut (MODEL?KEY=VALUE % 10) and "
+                "quote a spec with percent escapes ('MODEL?query_prompt=query:%20')"
             )
         if word is not None and ("'" in word or '"' in word):
             word = _QUOTED.sub(lambda q: q.group(1) if q.group(1) is not None else q.group(2), word)
-        tokens.append(m.group(1) or m.group(2) or word)
+        tokens.append(_Token(m.group(1) or m.group(2) or word, start))
         pos = m.end()
         while pos < len(spec) and spec[pos].isspace():
             pos += 1
@@ -159,14 +279,17 @@ def tokenize(spec: str) -> list[str]:
 
 class _Parser:
     def __init__(self, spec: str, options: SpecOptions, seen: tuple[str, ...]):
-        self.spec = spec
+        self.spec = spec.strip()
         self.options = options
         self.seen = seen
         self.tokens = tokenize(spec)
         self.pos = 0
 
-    def error(self, message: str) -> ConfigError:
-        return ConfigError(f"system spec {self.spec!r}: {message}")
+    def error(self, message: str, token: str | None = None) -> ConfigError:
+        """The error for ``message``, naming the spec and where ``token`` starts in it."""
+        start = getattr(token, "start", None)
+        where = "" if start is None else f", at character {start + 1}"
+        return ConfigError(f"system spec {self.spec!r}{where}: {message}")
 
     def peek(self) -> str | None:
         return self.tokens[self.pos] if self.pos < len(self.tokens) else None
@@ -182,8 +305,9 @@ class _Parser:
         if not self.tokens:
             raise self.error(f"is empty; valid names: {valid_words()}")
         stage = self.expr()
-        if self.peek() is not None:
-            raise self.error(f"unexpected {self.peek()!r} after a complete expression")
+        token = self.peek()
+        if token is not None:
+            raise self.error(f"unexpected {token!r} after a complete expression", token)
         return stage
 
     def expr(self) -> Stage:
@@ -194,6 +318,7 @@ class _Parser:
         return branches[0] if len(branches) == 1 else Parallel(branches)
 
     def then(self) -> Stage:
+        first = self.peek()
         steps = [self.cut()]
         while self.peek() == ">>":
             self.take()
@@ -201,9 +326,9 @@ class _Parser:
         if len(steps) == 1:
             return steps[0]
         try:
-            return Pipeline(steps)
+            return then(steps)
         except ConfigError as exc:
-            raise self.error(str(exc)) from None
+            raise self.error(str(exc), first) from None
 
     def cut(self) -> Stage:
         stage = self.atom()
@@ -211,7 +336,9 @@ class _Parser:
             self.take()
             number = self.take()
             if not number.isdigit() or int(number) < 1:
-                raise self.error(f"'%' must be followed by a positive integer, got {number!r}")
+                raise self.error(
+                    f"'%' must be followed by a positive integer, got {number!r}", number
+                )
             stage = stage % int(number)
         return stage
 
@@ -220,128 +347,66 @@ class _Parser:
         if token == "(":
             stage = self.expr()
             if self.peek() != ")":
-                raise self.error("missing ')'")
+                raise self.error("missing ')'", token)
             self.take()
             return stage
         if token in (")", "|", "%", ">>"):
-            raise self.error(f"expected a name or '(' but got {token!r}")
-        return self.word(token)
+            raise self.error(f"expected a name or '(' but got {token!r}", token)
+        try:
+            return self.word(str(token), token)
+        except ConfigError as exc:
+            if type(exc) is not ConfigError or str(exc).startswith("system spec "):
+                raise
+            raise self.error(str(exc), token) from None
 
-    def word(self, word: str) -> Stage:
+    def word(self, word: str, token: str) -> Stage:
         at = _AT_DEPTH.fullmatch(word)
         if at is not None:
-            return self.at_depth(at["word"], int(at["depth"]))
+            return self.at_depth(at["word"], int(at["depth"]), token)
         o = self.options
         if word in SYSTEMS:
             if word in self.seen:
-                raise self.error(f"named system {word!r} refers to itself")
+                raise self.error(f"named system {word!r} refers to itself", token)
             return _Parser(SYSTEMS[word], o, (*self.seen, word)).parse()
-        if word == "bm25":
-            return BM25()
-        if word == "dense":
-            return Dense(o.dense_model, device=o.device, dtype=o.dtype)
-        if word == "colbert":
-            return ColBERT(DEFAULT_DENSE_MODEL, device=o.device, dtype=o.dtype)
-        if word == "maxp":
-            return Dense(o.dense_model, device=o.device, dtype=o.dtype, passages=True)
-        if word in ("rm3", "bo1"):
-            return QueryExpansion(word)
-        if word == "rocchio":
-            return Rocchio(o.dense_model, device=o.device, dtype=o.dtype)
-        if word == "rrf":
-            return RRF()
-        if word in ("combsum", "combmnz"):
-            return ScoreFusion(word)
-        if word == "rerank":
-            return Rerank(
-                o.load(o.reranker), depth=o.depth, batch_queries=o.batch_queries, name=o.reranker
-            )
-        if word == "chunked":
-            return ChunkedRerank(
-                o.load(o.reranker), depth=o.depth, batch_queries=o.batch_queries, name=o.reranker
-            )
-        prefix, sep, model = word.partition(":")
-        if sep and model:
-            if prefix == "tuned":
-                from winnow.evaluation.tune import load_tuned
-
-                return load_tuned(model)
-            if prefix == "maxp":
-                return self.maxp(word, model)
-            if prefix in ("dense", "rocchio"):
-                if "?" in model:
-                    raise self.error(
-                        f"{word!r}: a {prefix} stage takes no options (they are for rerankers)"
-                    )
-                if prefix == "rocchio":
-                    return Rocchio(model, device=o.device, dtype=o.dtype)
-                return Dense(model, device=o.device, dtype=o.dtype)
-            if prefix == "colbert":  # a first stage; rerank:colbert:MODEL is the reranker
-                try:
-                    return ColBERT.from_spec(model, device=o.device, dtype=o.dtype)
-                except ConfigError as exc:
-                    raise self.error(str(exc)) from None
-            if prefix == "chunked":
-                return ChunkedRerank(
-                    o.load(model), depth=o.depth, batch_queries=o.batch_queries, name=model
-                )
+        if word in WORDS:
+            return WORDS[word](o)
+        prefix, sep, arg = word.partition(":")
+        if sep and arg:
+            if prefix in MODEL_WORDS:
+                return MODEL_WORDS[prefix][1](o, arg)
             from winnow.rerankers.registry import KIND_ALIASES, available_kinds
 
             if prefix in KIND_ALIASES or prefix in available_kinds():
-                return Rerank(o.load(word), depth=o.depth, batch_queries=o.batch_queries, name=word)
+                return _rerank(o, word)
+            known = [*MODEL_WORDS, *KIND_ALIASES, *available_kinds()]
             raise self.error(
-                f"unknown stage kind {prefix!r} in {word!r}; valid: dense:MODEL, maxp:MODEL, "
-                "colbert:MODEL, "
-                "rocchio:MODEL, "
-                "tuned:FILE, "
-                "chunked:MODEL, "
-                f"rerank:MODEL, llm:MODEL, " + ", ".join(f"{k}:MODEL" for k in available_kinds())
+                f"unknown stage kind {prefix!r} in {word!r}; valid: "
+                + ", ".join(model_word_forms())
+                + did_you_mean(prefix, known),
+                token,
             )
-        raise self.error(f"unknown name {word!r}; valid names: {valid_words()}")
+        raise self.error(
+            f"unknown name {word!r}; valid names: {valid_words()}"
+            + did_you_mean(word, [*WORDS, *SYSTEMS, *model_word_forms()]),
+            token,
+        )
 
-    def maxp(self, word: str, spec: str) -> Stage:
-        """``maxp:MODEL[?window=N&stride=N]``: passage-level dense with ``MODEL``."""
-        from winnow.rerankers.registry import parse_model_ref
-
-        try:
-            ref = parse_model_ref(spec)
-        except ConfigError as exc:
-            raise self.error(str(exc)) from None
-        if ref.kind is not None:
-            raise self.error(f"{word!r}: a maxp stage embeds with a bi-encoder; name no kind")
-        settings: dict[str, int] = {}
-        for key, value in ref.options:
-            if key not in MAXP_OPTIONS:
-                raise self.error(
-                    f"{word!r}: unknown option {key!r}; a maxp stage takes "
-                    + ", ".join(f"{k} ({v})" for k, v in MAXP_OPTIONS.items())
-                )
-            if not value.isdigit() or int(value) < 1:
-                raise self.error(
-                    f"{word!r}: {key} must be a positive number of tokens, got {value!r}"
-                )
-            settings[key] = int(value)
-        o = self.options
-        try:
-            return Dense(ref.model, device=o.device, dtype=o.dtype, passages=True, **settings)
-        except ConfigError as exc:
-            raise self.error(f"{word!r}: {exc}") from None
-
-    def at_depth(self, word: str, depth: int) -> Stage:
+    def at_depth(self, word: str, depth: int, token: str) -> Stage:
         """``word@depth``: the rescoring stage ``word`` with its own depth."""
         if depth < 1:
             raise self.error(
-                f"'@' must be followed by a positive integer, got {depth!r} in {word!r}"
+                f"'@' must be followed by a positive integer, got {depth!r} in {word!r}", token
             )
         options, self.options = self.options, replace(self.options, depth=depth)
         try:
-            stage = self.word(word)
+            stage = self.word(word, token)
         finally:
             self.options = options
         if not isinstance(stage, RescoreStage):
             raise self.error(
                 f"'{word}@{depth}': a depth applies to rerank and chunked stages only "
-                "(for a rank cut-off write '% N')"
+                "(for a rank cut-off write '% N')",
+                token,
             )
         stage.label += f"@{depth}"
         return stage

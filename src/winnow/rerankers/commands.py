@@ -1,11 +1,26 @@
-"""``winnow score`` (rerank documents for a query) and ``winnow info`` (what a model is): a quick look
-at a model from the command line."""
+"""``winnow score`` (rerank documents for a query), ``winnow rerank`` (re-score a TREC run over a
+collection) and ``winnow info`` (what a model is): a reranker from the command line."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from pathlib import Path
+
+from winnow._collection_args import (
+    cache_folder,
+    collection_arguments,
+    load_collection,
+    progress_wanted,
+    spec_options,
+)
+from winnow.defaults import DEFAULT_RERANKER
+
+#: ``winnow.rerankers.chunking.AGGREGATIONS`` (written out: the parser must not import numpy;
+#: a test keeps the two equal)
+AGGREGATIONS = ("max", "first", "mean", "kmax")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -37,6 +52,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "documents", nargs="*", help="documents (read from stdin, one per line, if none)"
     )
     p.set_defaults(func=run)
+    register_rerank(sub)
     register_info(sub)
 
 
@@ -89,6 +105,134 @@ def run(args: argparse.Namespace) -> int:
     else:
         for h in hits:
             print(f"{h.rank:>4}  {h.score:>10.4f}  [{h.index}] {h.document[:100]}")
+    return 0
+
+
+def register_rerank(sub: argparse._SubParsersAction) -> None:
+    r = sub.add_parser(
+        "rerank",
+        help="rerank a TREC run file with a model and write the reranked run",
+        description="Re-score the top --depth documents of every query of a TREC run (documents "
+        "below keep their order underneath) and write a TREC run.",
+    )
+    collection_arguments(r, os.environ.get("WINNOW_DATA") or None)  # read once, at CLI start
+    r.add_argument("--run", required=True, help="input TREC run file")
+    r.add_argument(
+        "--model",
+        "--reranker",
+        dest="model",
+        default=DEFAULT_RERANKER,
+        metavar="[KIND:]MODEL[?KEY=VALUE&...]",
+        help="the reranker that re-scores the run: a hub id or local folder, optionally "
+        "KIND:MODEL and the kind's options (docs/llm.md); default all-MiniLM-L6-v2 as a "
+        "bi-encoder (offline); --reranker is the same flag, as `winnow eval` spells it",
+    )
+    r.add_argument("--output", required=True, help="output TREC run file (written atomically)")
+    r.add_argument(
+        "--chunked", action="store_true", help="split long documents into windows and aggregate"
+    )
+    r.add_argument(
+        "--window",
+        type=int,
+        default=None,
+        help="window in tokens for --chunked (default: the model's)",
+    )
+    r.add_argument(
+        "--stride",
+        type=int,
+        default=None,
+        help="stride in tokens for --chunked (default: 3/4 window)",
+    )
+    r.add_argument(
+        "--aggregate",
+        default="max",
+        choices=AGGREGATIONS,
+        help="window aggregation for --chunked (default: max)",
+    )
+    r.add_argument("--tag", default="winnow", help="run tag written in the last TREC column")
+    r.set_defaults(func=run_rerank)
+
+
+def check_output_file(output: str) -> None:
+    """Refuse an --output run file that cannot be written before reranking, not after it."""
+    from winnow.errors import ConfigError
+
+    path = Path(output).expanduser()
+    if path.is_dir():
+        raise ConfigError(
+            f"--output {output!r} is a folder; give the path of the run file to write"
+        )
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"--output {output!r}: cannot create {str(path.parent)!r}: {exc.strerror or exc}"
+        ) from exc
+    if not os.access(path.parent, os.W_OK):
+        raise ConfigError(f"--output {output!r}: folder {str(path.parent)!r} is not writable")
+
+
+def run_rerank(args: argparse.Namespace) -> int:
+    from winnow.data import read_run, write_run
+    from winnow.data.trec import run_line
+    from winnow.distributed.commands import engine_options
+    from winnow.errors import DatasetError
+    from winnow.pipeline import ChunkedRerank, Context, Rerank
+
+    engine = engine_options(args)
+    if engine is not None and args.chunked:
+        from winnow.errors import ConfigError
+
+        raise ConfigError("--chunked runs on --engine local only")
+    check_output_file(args.output)
+    if "://" in args.run:  # read by Daft (winnow[distributed])
+        from winnow.distributed.io import read_run_table
+
+        run = read_run_table(args.run)
+    else:
+        run = read_run(args.run)
+    if not run:
+        raise DatasetError("the run file holds no lines: nothing to rerank", args.run)
+    dataset = load_collection(args)
+    for qid, ranking in run.items():
+        if qid not in dataset.queries:
+            raise DatasetError(
+                f"query {qid!r} is not a query of dataset {dataset.name!r}",
+                args.run,
+                None if "://" in args.run else run_line(args.run, qid),
+            )
+        missing = next((d for d in ranking if d not in dataset.corpus), None)
+        if missing is not None:
+            raise DatasetError(
+                f"document {missing!r} (query {qid!r}) is not in the corpus of {dataset.name!r}",
+                args.run,
+                None if "://" in args.run else run_line(args.run, qid, missing),
+            )
+    options = spec_options(args, args.model)
+    reranker = options.load(args.model)
+    if args.chunked:
+        stage = ChunkedRerank(reranker, args.window, args.stride, args.aggregate, depth=args.depth)
+    elif engine is not None:
+        from winnow.distributed.stages import DaftRerank
+
+        stage = DaftRerank(reranker, depth=args.depth, engine=engine)
+    else:
+        stage = Rerank(reranker, depth=args.depth)
+    ctx = Context(dataset, cache_dir=cache_folder(args), progress=progress_wanted(args))
+    queries = {qid: dataset.queries[qid] for qid in run}
+    out = stage.transform(queries, run, ctx)
+    write_run(out, args.output, tag=args.tag)
+    timing = ctx.timings[-1]
+    rate = (
+        f", {timing.pairs / timing.seconds:.0f} pairs/s"
+        if timing.seconds > 0 and not timing.cached
+        else ""
+    )
+    print(
+        f"reranked {timing.pairs} pairs of {len(out)} queries in {timing.seconds:.2f}s{rate}"
+        f"{' (cached)' if timing.cached else ''}; wrote {args.output}",
+        file=sys.stderr,
+    )
     return 0
 
 

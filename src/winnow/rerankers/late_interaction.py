@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from winnow.defaults import DEFAULT_MODEL
 from winnow.errors import ConfigError
 from winnow.rerankers._imports import heavy_imports
 from winnow.rerankers._torch import from_pretrained_kwargs, quantize_int8
@@ -39,7 +40,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_MEMO_MB = 1024
 
 #: Hub ids of the documented backbone (``backbone`` defaults to true for them).
-DOCUMENTED_BACKBONES = ("sentence-transformers/all-MiniLM-L6-v2", "all-MiniLM-L6-v2")
+DOCUMENTED_BACKBONES = (DEFAULT_MODEL, DEFAULT_MODEL.rpartition("/")[2])
 
 
 @dataclass(frozen=True)

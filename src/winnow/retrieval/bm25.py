@@ -48,7 +48,7 @@ def _make_stemmer(stemmer: str | None):
         ) from None
 
 
-class BM25:
+class BM25Index:
     """Lexical retriever. ``index(corpus)`` then ``search(queries, top_k)``.
 
     Args:
@@ -95,7 +95,7 @@ class BM25:
 
     def __repr__(self) -> str:
         return (
-            f"BM25(k1={self.k1}, b={self.b}, method={self.method!r}, stemmer={self.stemmer_name!r}, "
+            f"BM25Index(k1={self.k1}, b={self.b}, method={self.method!r}, stemmer={self.stemmer_name!r}, "
             f"{len(self._doc_ids)} documents indexed)"
         )
 
@@ -133,7 +133,7 @@ class BM25:
             "text": "title + ' ' + text",
         }
 
-    def index(self, corpus: Mapping[str, Document]) -> BM25:
+    def index(self, corpus: Mapping[str, Document]) -> BM25Index:
         """Index ``corpus`` (``{doc_id: Document}``), or load its index from ``cache_dir``."""
         import bm25s
 
@@ -195,7 +195,7 @@ class BM25:
         or made only of stopwords gets an empty ranking. ``top_k`` beyond the corpus size is clamped.
         """
         if self._retriever is None:
-            raise InputError("BM25.search called before index()")
+            raise InputError("BM25Index.search called before index()")
         top_k = check_top_k(top_k)
         start = time.perf_counter()
         qids = check_queries(queries)
@@ -249,7 +249,7 @@ class BM25:
     def get_scores(self, query: str) -> np.ndarray:
         """BM25 score of every indexed document for one query (float32, in ``doc_ids`` order)."""
         if self._retriever is None:
-            raise InputError("BM25.get_scores called before index()")
+            raise InputError("BM25Index.get_scores called before index()")
         tokens = [
             t
             for t in self._tokenize([query], return_ids=False)[0]
@@ -258,3 +258,10 @@ class BM25:
         if not tokens:
             return np.zeros(len(self._doc_ids), dtype=np.float32)
         return np.asarray(self._retriever.get_scores(tokens), dtype=np.float32)
+
+
+def __getattr__(name: str):
+    # The old name, kept for code written before the index classes were renamed.
+    from winnow._deprecation import renamed
+
+    return renamed(__name__, name, {"BM25": BM25Index})

@@ -38,13 +38,13 @@ from typing import Any
 import numpy as np
 
 from winnow._progress import progress_enabled
+from winnow.defaults import DEFAULT_MODEL
 from winnow.errors import ConfigError, InputError
 from winnow.retrieval._checks import check_corpus, check_queries
 from winnow.types import Document, Run
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 INDEX_KINDS = ("auto", "plaid", "exact")
 #: Documents encoded (and, with a cache folder, checkpointed) at a time: a few minutes of
 #: all-MiniLM-L6-v2 on a loaded 2-core CPU for Cranfield-length abstracts, seconds on a GPU.
@@ -89,7 +89,7 @@ def parse_index_options(kind: str, options: Mapping[str, str]) -> dict[str, Any]
     return out
 
 
-class ColBERT:
+class ColBERTIndex:
     """Late-interaction retriever. ``index(corpus)`` then ``search(queries, top_k)``.
 
     Args:
@@ -165,7 +165,7 @@ class ColBERT:
 
     def __repr__(self) -> str:
         n = len(self._index) if self._index is not None else 0
-        return f"ColBERT({self.model!r}, {self.index_kind}, {n} documents indexed)"
+        return f"ColBERTIndex({self.model!r}, {self.index_kind}, {n} documents indexed)"
 
     @property
     def multi_vector_index(self):
@@ -217,7 +217,7 @@ class ColBERT:
             key["tokens"] = "float16"
         return key
 
-    def index(self, corpus: Mapping[str, Document]) -> ColBERT:
+    def index(self, corpus: Mapping[str, Document]) -> ColBERTIndex:
         """Encode ``corpus`` and build the index, or load it from ``cache_dir``."""
         from winnow.retrieval._cache import entry_dir, is_complete
         from winnow.retrieval.late_interaction import build_index_chunked, cached_index
@@ -322,7 +322,7 @@ class ColBERT:
         from winnow._runs import check_top_k
 
         if self._index is None:
-            raise InputError("ColBERT.search called before index()")
+            raise InputError("ColBERTIndex.search called before index()")
         top_k = check_top_k(top_k)
         start = time.perf_counter()
         qids = check_queries(queries)
@@ -367,3 +367,10 @@ def _read_chunk(folder: Path, documents: int, dtype: str) -> tuple[np.ndarray, n
         shutil.rmtree(folder, ignore_errors=True)
         return None
     return tokens, lens
+
+
+def __getattr__(name: str):
+    # The old name, kept for code written before the index classes were renamed.
+    from winnow._deprecation import renamed
+
+    return renamed(__name__, name, {"ColBERT": ColBERTIndex})

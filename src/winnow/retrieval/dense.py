@@ -44,6 +44,7 @@ import numpy as np
 from winnow._hashing import corpus_hash
 from winnow._progress import progress_enabled
 from winnow._runs import check_top_k, tie_break_order
+from winnow.defaults import DEFAULT_MODEL
 from winnow.errors import ConfigError, InputError, require
 from winnow.retrieval._cache import entry_dir, is_complete, save_entry
 from winnow.retrieval._checks import check_corpus, check_queries
@@ -51,7 +52,6 @@ from winnow.types import Document, Run
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 EMBEDDINGS = "embeddings.npy"
 DOC_IDS = "doc_ids.json"
 WINDOW_DOC = "window_doc.npy"
@@ -118,7 +118,7 @@ def _local_model_dir(model: str) -> Path | None:
         return None
 
 
-class Dense:
+class DenseIndex:
     """Bi-encoder retriever. ``index(corpus)`` then ``search(queries, top_k)``.
 
     Args:
@@ -210,10 +210,10 @@ class Dense:
         if self.passages is not None:
             rows = 0 if self.embeddings is None else len(self.embeddings)
             return (
-                f"Dense({self.model!r}, passages, {len(self._doc_ids)} documents indexed "
+                f"DenseIndex({self.model!r}, passages, {len(self._doc_ids)} documents indexed "
                 f"as {rows} windows)"
             )
-        return f"Dense({self.model!r}, {len(self._doc_ids)} documents indexed)"
+        return f"DenseIndex({self.model!r}, {len(self._doc_ids)} documents indexed)"
 
     def window_settings(self) -> tuple[int, int] | None:
         """``(window, stride)`` in tokens with passages (defaults resolved), else None."""
@@ -269,7 +269,7 @@ class Dense:
         index.add(embeddings)
         return index
 
-    def index(self, corpus: Mapping[str, Document]) -> Dense:
+    def index(self, corpus: Mapping[str, Document]) -> DenseIndex:
         """Embed ``corpus`` (``{doc_id: Document}``), or load its embeddings from ``cache_dir``."""
         check_corpus(corpus)
         start = time.perf_counter()
@@ -410,7 +410,7 @@ class Dense:
         empty ranking. ``top_k`` beyond the corpus size is clamped.
         """
         if self.embeddings is None:
-            raise InputError("Dense.search called before index()")
+            raise InputError("DenseIndex.search called before index()")
         top_k = check_top_k(top_k)
         start = time.perf_counter()
         qids = check_queries(queries)
@@ -538,3 +538,10 @@ def exact_top_k(
             out_idx[begin : begin + len(idx)] = idx
             out_top[begin : begin + len(idx)] = top
     return out_idx, out_top
+
+
+def __getattr__(name: str):
+    # The old name, kept for code written before the index classes were renamed.
+    from winnow._deprecation import renamed
+
+    return renamed(__name__, name, {"Dense": DenseIndex})

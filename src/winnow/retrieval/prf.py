@@ -75,7 +75,7 @@ def feedback_weights(scores: Sequence[float]) -> np.ndarray:
 
 
 class TermStatistics:
-    """Document-term counts of a corpus over an indexed :class:`~winnow.retrieval.BM25`'s vocabulary.
+    """Document-term counts of a corpus over an indexed :class:`~winnow.retrieval.BM25Index`'s vocabulary.
 
     ``counts`` is a CSR matrix (documents in ``bm25.doc_ids`` order, columns the bm25s token ids);
     ``df`` and ``cf`` are each term's document and collection frequencies.
@@ -251,7 +251,7 @@ class ExpansionOptions:
 
 
 class QueryExpansion:
-    """RM3 or Bo1 over an indexed :class:`~winnow.retrieval.BM25` (see the module docstring).
+    """RM3 or Bo1 over an indexed :class:`~winnow.retrieval.BM25Index` (see the module docstring).
 
     ``search(queries, run, top_k)`` expands each query from the top ``fb_docs`` of its ranking
     in ``run`` and searches the whole index with the weighted query. ``timings`` holds the seconds

@@ -451,14 +451,14 @@ def _cross_encoder_columns(mined, loss: str) -> dict[str, list]:
 def _rerank_evaluator(ds, depth: int):
     from sentence_transformers.cross_encoder.evaluation import CrossEncoderRerankingEvaluator
 
-    from winnow.retrieval.bm25 import BM25
+    from winnow.retrieval.bm25 import BM25Index
 
     queries = {
         q: text
         for q, text in ds.queries.items()
         if any(r > 0 for r in ds.qrels.get(q, {}).values())
     }
-    run = BM25().index(ds.corpus).search(queries, top_k=depth)
+    run = BM25Index().index(ds.corpus).search(queries, top_k=depth)
     samples = []
     for q, text in queries.items():
         samples.append(

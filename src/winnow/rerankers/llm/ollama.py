@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from winnow.errors import ConfigError, WinnowError, require
+from winnow.errors import ConfigError, WinnowError
 from winnow.rerankers.base import PairScores
 from winnow.rerankers.options import option
 
@@ -63,7 +63,8 @@ class OllamaClient:
         concurrency: int = 4,
         keep_alive: str | int = "10m",
     ):
-        httpx = require("httpx", "llm")
+        import httpx  # a core dependency
+
         if max_retries < 0 or concurrency < 1 or timeout <= 0:
             raise ConfigError(
                 "Ollama options need max_retries >= 0, concurrency >= 1 and timeout > 0; got "
