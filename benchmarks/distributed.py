@@ -19,12 +19,17 @@ Cranfield, CISI and ADI collections) written as JSON lines, embedded with all-Mi
 ``--encode-model tiny``: the 2-layer test bi-encoder) and written as Parquet, at two sizes, each
 run in its own child process so that its peak resident memory (``ru_maxrss``, the process and its
 largest worker) is its own: in-process (read the corpus into lists, ``encode_documents``, write
-with pyarrow) against ``winnow encode``'s Daft job (one in-process worker).
+with pyarrow) against ``winnow encode``'s Daft job (one in-process worker); the Daft runs at every
+size come first.
 
 The machine's load (``os.getloadavg``) is printed beside each timing: on a shared machine the
 ratios measured side by side mean more than the absolute rates.
 
-    python benchmarks/distributed.py [--pairs 20000] [--sizes 50000,100000] [--skip-ray] [--json]
+``--max-length N`` truncates every pair to N tokens in every engine alike (default: the model's
+256): on a shared, loaded machine the 20,000 pairs at 256 tokens can take hours per engine.
+
+    python benchmarks/distributed.py [--pairs 20000] [--max-length 64] [--sizes 50000,100000]
+        [--encode-model tiny] [--skip-ray] [--skip-score] [--skip-encode] [--json]
 """
 
 from __future__ import annotations
@@ -82,6 +87,13 @@ def passages(data_dir: Path, n: int, width: int = 32, stride: int = 4) -> list[s
     return out
 
 
+def scorer(args):
+    import winnow
+
+    extra = {"max_length": args.max_length} if args.max_length else {}
+    return winnow.load_reranker(args.model, "cross-encoder", device="cpu", dtype="float32", **extra)
+
+
 def peak_mib() -> dict[str, float]:
     """Peak resident memory of this process and of its largest finished child (MiB)."""
     self_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -94,12 +106,11 @@ def child_score(args) -> dict:
     """In-process and Daft-native scoring in one process (the native runner)."""
     import pyarrow.parquet as pq
 
-    import winnow
     from winnow.distributed import EngineOptions, collect, read_table, score_pairs_job
 
     table = pq.read_table(args.pairs).to_pydict()
     pairs = list(zip(table["query"], table["text"]))
-    rr = winnow.load_reranker(args.model, "cross-encoder", device="cpu", dtype="float32")
+    rr = scorer(args)
     # warm torch's kernels for the shapes of these pairs (the first call over new sequence
     # lengths is several times slower); the Daft jobs that follow find them warm too
     rr.score_pairs(pairs[:: max(1, len(pairs) // 500)])
@@ -107,7 +118,9 @@ def child_score(args) -> dict:
     started = time.perf_counter()
     ref = rr.score_pairs(pairs)
     seconds = time.perf_counter() - started
-    results.append({"engine": "in-process", "seconds": seconds, "load": load(), "diff": 0.0})
+    results.append(
+        measured({"engine": "in-process", "seconds": seconds, "load": load(), "diff": 0.0})
+    )
     position = {(q, d): i for i, (q, d) in enumerate(zip(table["query_id"], table["doc_id"]))}
     for workers in (1, 2):
         options = EngineOptions(workers=workers, batch_size=args.batch_size)
@@ -117,13 +130,15 @@ def child_score(args) -> dict:
         idx = [position[(q, d)] for q, d in zip(out["query_id"], out["doc_id"])]
         diff = float(np.abs(np.asarray(out["score"], np.float64) - ref[idx]).max())
         results.append(
-            {
-                "engine": f"daft native, {workers} worker{'s' if workers > 1 else ''}",
-                "seconds": seconds,
-                "load": load(),
-                "diff": diff,
-                "rows": len(idx),
-            }
+            measured(
+                {
+                    "engine": f"daft native, {workers} worker{'s' if workers > 1 else ''}",
+                    "seconds": seconds,
+                    "load": load(),
+                    "diff": diff,
+                    "rows": len(idx),
+                }
+            )
         )
     np.save(args.ref, ref)
     return {"results": results}
@@ -135,13 +150,12 @@ def child_ray(args) -> dict:
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        import winnow
         from winnow.distributed import EngineOptions, collect, read_table, score_pairs_job
 
         table = pq.read_table(args.pairs).to_pydict()
         position = {(q, d): i for i, (q, d) in enumerate(zip(table["query_id"], table["doc_id"]))}
         ref = np.load(args.ref)
-        rr = winnow.load_reranker(args.model, "cross-encoder", device="cpu", dtype="float32")
+        rr = scorer(args)
         options = EngineOptions(workers=2, ray_address="auto", batch_size=args.batch_size)
         started = time.perf_counter()
         out = collect(score_pairs_job(read_table(args.pairs), rr, options))
@@ -150,13 +164,15 @@ def child_ray(args) -> dict:
         diff = float(np.abs(np.asarray(out["score"], np.float64) - ref[idx]).max())
         return {
             "results": [
-                {
-                    "engine": "daft ray (local, 2 CPUs), 2 workers",
-                    "seconds": seconds,
-                    "load": load(),
-                    "diff": diff,
-                    "rows": len(idx),
-                }
+                measured(
+                    {
+                        "engine": "daft ray (local, 2 CPUs), 2 workers",
+                        "seconds": seconds,
+                        "load": load(),
+                        "diff": diff,
+                        "rows": len(idx),
+                    }
+                )
             ]
         }
     finally:
@@ -193,16 +209,23 @@ def child_encode(args) -> dict:
         job = encode_job(read_table(args.corpus), encoder, EngineOptions(batch_size=1024))
         write_table(job, out)
     seconds = time.perf_counter() - started
-    return {"seconds": seconds, "load": load(), **peak_mib()}
+    return measured({"engine": args.engine, "seconds": seconds, "load": load(), **peak_mib()})
 
 
 # -- the parent ------------------------------------------------------------------------------------
 def run_child(kind: str, *extra: str) -> dict:
+    """Run a child; its stderr (progress, and each engine's result as soon as it is measured)
+    goes to ours, so a long run that is stopped keeps what it measured."""
     cmd = [sys.executable, __file__, "--child", kind, *extra]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
+    done = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, timeout=3 * 3600)
     if done.returncode != 0:
-        raise SystemExit(f"{kind} child failed:\n{done.stderr[-4000:]}")
+        raise SystemExit(f"{kind} child failed (its stderr is above)")
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def measured(result: dict) -> dict:
+    print(f"measured: {json.dumps(result)}", file=sys.stderr, flush=True)
+    return result
 
 
 def main() -> None:
@@ -211,6 +234,7 @@ def main() -> None:
     p.add_argument("--sizes", default="50000,100000", help="passages per encode run")
     p.add_argument("--encode-model", choices=("minilm", "tiny"), default="minilm")
     p.add_argument("--batch-size", type=int, default=1024)
+    p.add_argument("--max-length", type=int, default=None, help="tokens per pair, all engines")
     p.add_argument("--skip-ray", action="store_true")
     p.add_argument("--skip-encode", action="store_true")
     p.add_argument("--skip-score", action="store_true")
@@ -248,6 +272,8 @@ def main() -> None:
             pq.write_table(pa.table(rows), pairs_file)
             common = ["--model", model, "--pairs-file", str(pairs_file)]
             common += ["--ref", str(tmp_path / "ref.npy"), "--batch-size", str(args.batch_size)]
+            if args.max_length:
+                common += ["--max-length", str(args.max_length)]
             print(f"scoring {len(rows['query'])} pairs ({load()})", file=sys.stderr)
             results = run_child("score", *common)["results"]
             if not args.skip_ray:
@@ -256,7 +282,11 @@ def main() -> None:
             for r in results:
                 r["pairs_per_second"] = len(rows["query"]) / r["seconds"]
                 r["ratio"] = base / r["seconds"]
-            report["score"] = {"pairs": len(rows["query"]), "results": results}
+            report["score"] = {
+                "pairs": len(rows["query"]),
+                "max_length": args.max_length or "model's",
+                "results": results,
+            }
         if not args.skip_encode:
             if args.encode_model == "tiny":
                 enc_model = str(build_tiny_bi_encoder(tmp_path / "tiny-bi"))
@@ -270,22 +300,29 @@ def main() -> None:
                 with open(corpus, "w", encoding="utf-8") as f:
                     for i, text in enumerate(texts[:size]):
                         f.write(json.dumps({"_id": f"p{i}", "text": text}) + "\n")
-                for engine in ("in-process", "daft"):
-                    print(f"encoding {size} passages, {engine} ({load()})", file=sys.stderr)
-                    out = tmp_path / f"emb-{engine}-{size}.parquet"
-                    r = run_child(
-                        "encode", "--model", enc_model, "--corpus", str(corpus),
-                        "--engine", engine, "--out", str(out),
-                    )  # fmt: skip
-                    r.update(engine=engine, passages=size, passages_per_second=size / r["seconds"])
-                    encode.append(r)
+            # Daft at every size first: its bounded memory is the claim to show
+            for engine, size in [(e, s) for e in ("daft", "in-process") for s in sizes]:
+                corpus = tmp_path / f"corpus-{size}.jsonl"
+                print(f"encoding {size} passages, {engine} ({load()})", file=sys.stderr)
+                out = tmp_path / f"emb-{engine}-{size}.parquet"
+                r = run_child(
+                    "encode", "--model", enc_model, "--corpus", str(corpus),
+                    "--engine", engine, "--out", str(out),
+                )  # fmt: skip
+                r.update(engine=engine, passages=size, passages_per_second=size / r["seconds"])
+                print(f"measured: {json.dumps(r)}", file=sys.stderr, flush=True)
+                encode.append(r)
             report["encode"] = {"model": args.encode_model, "results": encode}
     if args.json:
         print(json.dumps(report, indent=2))
         return
     print(f"machine: {report['cpus']} CPUs")
     if "score" in report:
-        print(f"\nscore {report['score']['pairs']} pairs (MiniLM cross-encoder, float32, CPU)")
+        s = report["score"]
+        print(
+            f"\nscore {s['pairs']} pairs (MiniLM cross-encoder, float32, CPU, "
+            f"max length {s['max_length']})"
+        )
         print(f"{'engine':<38} {'pairs/s':>9} {'ratio':>6} {'max |diff|':>11}  machine")
         for r in report["score"]["results"]:
             print(

@@ -89,6 +89,71 @@ def test_encode_equals_the_dense_encoder(tiny_bi_encoder):
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
 
 
+class _Overlap:
+    """Wraps a bound method and records how many of its calls run at once (the real method runs).
+
+    The first call waits (at most 2 s) for a second one to start, so that a job which does call
+    the model from two threads at once is caught every time, not only when the threads happen to
+    interleave."""
+
+    def __init__(self, real):
+        self.real, self.calls, self.active, self.most = real, 0, 0, 0
+        self.lock, self.second = threading.Lock(), threading.Event()
+
+    def __call__(self, *args, **kwargs):
+        with self.lock:
+            self.calls += 1
+            self.active += 1
+            self.most = max(self.most, self.active)
+            first = self.calls == 1
+            if self.active > 1:
+                self.second.set()
+        try:
+            if first:
+                self.second.wait(timeout=2)
+            return self.real(*args, **kwargs)
+        finally:
+            with self.lock:
+                self.active -= 1
+
+
+@pytest.mark.parametrize("job", ["encode", "score"])
+def test_in_process_workers_never_call_one_model_from_two_threads(
+    job, tiny_bi_encoder, tiny_bert, tmp_path, monkeypatch
+):
+    """Regression: Daft's native runner calls the one in-process worker from several threads at
+    once, and a Hugging Face fast tokenizer keeps its padding/truncation settings on the shared
+    object, so two concurrent calls of one model mixed them up (the 100,000-passage encode failed
+    with ``Unable to create tensor ...`` on a batch tokenized without padding)."""
+    rows = _pairs(600, seed=5)
+    src = tmp_path / "rows.jsonl"
+    src.write_text("".join(json.dumps(dict(zip(rows, v))) + "\n" for v in zip(*rows.values())))
+    options = EngineOptions(batch_size=50)
+    if job == "encode":
+        model = winnow.load_reranker(tiny_bi_encoder, "bi-encoder", device="cpu", memo_mb=0)
+        method = "encode_documents"
+        expected = model.encode_documents(rows["text"])
+    else:
+        model = winnow.load_reranker(tiny_bert, "cross-encoder", device="cpu")
+        method = "score_pairs_detailed"
+        expected = model.score_pairs(list(zip(rows["query"], rows["text"])))
+    spy = _Overlap(getattr(model, method))
+    monkeypatch.setattr(model, method, spy)  # the worker's unpickled reranker is this instance
+    table = daft.read_json(str(src))
+    if job == "encode":
+        out = collect(encode_job(table, model, options))
+        got = np.stack(out["embedding"])
+        order = [rows["doc_id"].index(d) for d in out["doc_id"]]
+        np.testing.assert_allclose(got, expected[order], rtol=0, atol=1e-6)
+    else:
+        out = collect(score_pairs_job(table, model, options))
+        order = [rows["doc_id"].index(d) for d in out["doc_id"]]
+        _close(out["score"], expected[order])
+    assert sorted(out["doc_id"]) == sorted(rows["doc_id"])
+    assert spy.calls >= 600 // 50  # the worker called the model once per batch, in this process
+    assert spy.most == 1
+
+
 def test_bad_rows_are_named(tiny_bert):
     rr = winnow.load_reranker(tiny_bert, "cross-encoder", device="cpu")
     rows = _pairs(5)
@@ -132,7 +197,8 @@ def test_a_failing_batch_is_reported_with_its_ids_and_nothing_is_written(
     assert batch is not None, message
     size, first, last = map(int, batch.groups())
     assert size <= 10 and first <= 25 <= last and last - first + 1 == size
-    assert "q4/d25" in message and "poisoned document" in message
+    assert "q4/d25" in message
+    assert "RuntimeError: the model hit a poisoned document" in message  # type and whole cause
     assert not out.exists() and not list(tmp_path.iterdir())  # no partial output
 
 

@@ -11,6 +11,12 @@ Rows are checked in the worker: a null text or a non-string id raises :class:`In
 the row (its position in the input, from ``monotonically_increasing_id``) and its ids; any other
 failure of a batch raises :class:`DistributedError` naming the batch's rows and ids. Daft stops
 the job on the first error, so a failure never leaves rows silently unscored.
+
+Daft's native runner calls an in-process worker from several threads at once, but one model is
+not safe to call concurrently (a Hugging Face fast tokenizer sets its padding and truncation on
+the shared object for each call: two calls at once mix them up, and a batch comes out unpadded).
+So a worker holds :func:`model_lock` while it calls the model; checking rows and building the
+Arrow output still overlap.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import threading
 from typing import Any
 
 import numpy as np
@@ -58,6 +65,33 @@ def _ids_text(names: tuple[str, ...], values: tuple[Any, ...]) -> str:
     return ", ".join(f"{n}={v!r}" for n, v in zip(names, values))
 
 
+_MODEL_LOCKS: dict[tuple, threading.Lock] = {}
+_MODEL_LOCKS_GUARD = threading.Lock()
+
+
+def model_lock(reranker) -> threading.Lock:
+    """The lock every worker of this process holds while it calls ``reranker``'s model (one per
+    kind, model, device and dtype: the process-wide cache shares a model among such rerankers).
+    Torch already spreads one call over the worker's cores, so serialising calls costs little."""
+    c = reranker.config
+    key = (c.kind, c.model, c.device, c.dtype)
+    with _MODEL_LOCKS_GUARD:
+        return _MODEL_LOCKS.setdefault(key, threading.Lock())
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line: the exception's type and whole message, then each cause's (``; caused by ...``),
+    so a worker's report keeps what the model or tokenizer really said."""
+    parts, seen = [], set()
+    chain: BaseException | None = exc
+    while chain is not None and id(chain) not in seen and len(parts) < 5:
+        seen.add(id(chain))
+        text = " ".join(str(chain).split())
+        parts.append(f"{type(chain).__name__}: {text}" if text else type(chain).__name__)
+        chain = chain.__cause__ or (None if chain.__suppress_context__ else chain.__context__)
+    return "; caused by ".join(parts)
+
+
 def _batch_summary(rows: list[int], ids: list[str]) -> str:
     shown = ", ".join(ids[:20]) + (f", ... ({len(ids)} in all)" if len(ids) > 20 else "")
     return f"a batch of {len(rows)} rows ({describe_row(min(rows))} to {describe_row(max(rows))}: {shown})"
@@ -71,6 +105,7 @@ class PairScorer:
         set_torch_threads(torch_threads)
         self.reranker = reranker  # unpickled: this process's cached instance of the config
         self.reranker.load()
+        self.lock = model_lock(self.reranker)
         self.info = info
 
     def __call__(self, row, query_id, doc_id, query, text):
@@ -88,10 +123,11 @@ class PairScorer:
             _check_text(d_id, "doc_id", r, ids)
             pairs.append((_check_text(q, "query", r, ids), _check_text(t, "text", r, ids)))
         try:
-            scored = self.reranker.score_pairs_detailed(pairs)
+            with self.lock:
+                scored = self.reranker.score_pairs_detailed(pairs)
         except Exception as exc:
             summary = _batch_summary(rows, [f"{q}/{d}" for q, d in zip(qids, dids)])
-            raise DistributedError(f"scoring failed on {summary}: {exc}") from exc
+            raise DistributedError(f"scoring failed on {summary}: {describe_error(exc)}") from exc
         arrays = [
             pa.array(np.asarray(scored.scores, dtype=np.float32), pa.float32()),
             pa.array(np.asarray(scored.truncated, dtype=bool), pa.bool_()),
@@ -118,6 +154,7 @@ class TextEncoder:
         set_torch_threads(torch_threads)
         self.encoder = encoder
         self.encoder.load()
+        self.lock = model_lock(self.encoder)
 
     def __call__(self, row, doc_id, title, text):
         from winnow.types import Document
@@ -133,11 +170,11 @@ class TextEncoder:
             # the text Dense embeds for a corpus document (title + " " + text)
             full.append(Document(d_id, _check_text(t, "text", r, ids), ti or "").full_text)
         try:
-            emb = self.encoder.encode_documents(full, show_progress=False)
+            with self.lock:
+                emb = self.encoder.encode_documents(full, show_progress=False)
         except Exception as exc:
-            raise DistributedError(
-                f"encoding failed on {_batch_summary(rows, [str(d) for d in dids])}: {exc}"
-            ) from exc
+            summary = _batch_summary(rows, [str(d) for d in dids])
+            raise DistributedError(f"encoding failed on {summary}: {describe_error(exc)}") from exc
         return np.asarray(emb, dtype=np.float32)
 
 
