@@ -244,6 +244,8 @@ def test_cache_key_follows_the_encoding_path(tiny_bi_encoder, corpus, tmp_path, 
     assert st.cache_key(corpus)["encoding"]["engine"] == "sentence-transformers"
     key = engine.cache_key(corpus)["encoding"]
     assert key["engine"] == TextEncoder.engine and key["pooling"] == ["mean"]
+    # the pipeline's run and score caches key on score_identity: the path is in it as well
+    assert engine.encoder.score_identity() != st.encoder.score_identity()
     assert (
         Dense(tiny_bi_encoder, cache_dir=tmp_path, device="cpu").index(corpus).timings["cache_hit"]
     )

@@ -129,13 +129,34 @@ class BiEncoderReranker(Reranker):
 
     def embedding_identity(self) -> dict:
         """What the embeddings depend on besides the weights, dtype, max length and prompts: the
-        encoding path and, on the engine, the module stack it reproduces (for cache keys)."""
-        self.load()
-        if isinstance(self.model, TextEncoder):
-            return self.model.identity()
+        encoding path and, on the engine, the module stack it reproduces (for cache keys).
+
+        Read from the model folder's files, without loading the model (a cached search is read
+        back without it); a hub model not downloaded yet is loaded (downloaded) first."""
+        from pathlib import Path
+
+        from winnow.rerankers._st_stack import read_stack
+
+        c = self.config
+        if c.option("encoder", "winnow") == "winnow":
+            if not Path(c.model).is_dir():
+                self.load()
+                if isinstance(self.model, TextEncoder):
+                    return self.model.identity()
+            else:
+                try:
+                    stack = read_stack(c.model)
+                except UnsupportedStack:
+                    pass
+                else:
+                    return {"engine": TextEncoder.engine, **stack.identity()}
         import sentence_transformers
 
         return {"engine": "sentence-transformers", "version": sentence_transformers.__version__}
+
+    def score_identity(self) -> list:
+        """Scores depend on the encoding path too (see ``embedding_identity``)."""
+        return [self.embedding_identity()]
 
     @property
     def max_length(self) -> int:
