@@ -139,7 +139,8 @@ class Dense:
         window, stride: window length and step in tokens with ``passages`` (default: the model's
             whole input, ``max_length`` less special tokens and document prompt; three quarters of
             the window). A window longer than the model's input is refused.
-        **options: passed to ``load_reranker`` (``max_tokens``, ``max_batch_size``).
+        **options: passed to ``load_reranker`` (``max_tokens``, ``max_batch_size``, ``encoder``:
+            ``"winnow"``, the engine, or ``"sentence-transformers"``).
 
     ``timings`` holds the seconds of the last ``index`` (``hash``, ``cache_hit``, ``encode``,
     ``index``) or ``search`` (``encode``, ``retrieve``, ``search``) call.
