@@ -278,6 +278,7 @@ def load_dense(spec: DenseSpec, device: str):
             out = out + (x if spec.in_features == spec.out_features else module.residual(x))
         return out
 
+    dense.module = module  # its weights, for parameters()
     return dense
 
 

@@ -143,6 +143,12 @@ class TextEncoder:
     def get_embedding_dimension(self) -> int:
         return self.dimension
 
+    def parameters(self):
+        """The weights: the transformer's, then the Dense layers' (as ``torch.nn.Module.parameters``)."""
+        yield from self.model.parameters()
+        for dense in self._dense.values():
+            yield from dense.module.parameters()
+
     def identity(self) -> dict:
         """What the embeddings depend on besides the weights, dtype and max length."""
         return {"engine": self.engine, **self.stack.identity()}
