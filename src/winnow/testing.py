@@ -294,8 +294,27 @@ def build_tiny_xlmr_cross_encoder(
     return _save(XLMRobertaForSequenceClassification(config), tokenizer, Path(path))
 
 
-def build_tiny_bi_encoder(path: str | Path, max_length: int = 128, seed: int = 0) -> Path:
-    """A 2-layer BERT sentence-transformers model (mean pooling + normalise), saved to ``path``."""
+def build_tiny_bi_encoder(
+    path: str | Path,
+    max_length: int = 128,
+    seed: int = 0,
+    *,
+    pooling: str | tuple[str, ...] = "mean",
+    include_prompt: bool = True,
+    dense_dim: int | None = None,
+    normalize: bool = True,
+    do_lower_case: bool = False,
+    layer_norm: bool = False,
+) -> Path:
+    """A 2-layer BERT sentence-transformers model (mean pooling + normalise), saved to ``path``.
+
+    The keywords vary the module stack: ``pooling`` (a mode or a tuple of modes, concatenated),
+    ``include_prompt=False`` (prompt tokens left out of the pooling), ``dense_dim`` (a ``Dense``
+    layer with tanh after pooling), ``normalize``, ``do_lower_case`` (with a case-sensitive
+    tokenizer, so that the Transformer's own lowercasing matters) and ``layer_norm`` (a
+    ``LayerNorm`` module after pooling, which winnow's engine does not reproduce).
+    """
+    import torch
     from sentence_transformers import SentenceTransformer
     from transformers import BertConfig, BertModel
 
@@ -307,11 +326,28 @@ def build_tiny_bi_encoder(path: str | Path, max_length: int = 128, seed: int = 0
     path = Path(path)
     raw = path.parent / (path.name + "-raw")
     tokenizer = _wordpiece_tokenizer(max_length)
+    if do_lower_case:
+        from tokenizers import normalizers
+
+        tokenizer.backend_tokenizer.normalizer = normalizers.BertNormalizer(lowercase=False)
     config = _tiny_config(BertConfig, tokenizer, seed, max_position_embeddings=512)
     _save(BertModel(config), tokenizer, raw)
-    transformer = models.Transformer(str(raw), max_seq_length=max_length)
-    pooling = models.Pooling(transformer.get_embedding_dimension(), pooling_mode="mean")
-    SentenceTransformer(modules=[transformer, pooling, models.Normalize()]).save(str(path))
+    transformer = models.Transformer(
+        str(raw), max_seq_length=max_length, do_lower_case=do_lower_case
+    )
+    pool = models.Pooling(
+        transformer.get_embedding_dimension(), pooling_mode=pooling, include_prompt=include_prompt
+    )
+    stack = [transformer, pool]
+    dim = pool.get_embedding_dimension()
+    if layer_norm:
+        stack.append(models.LayerNorm(dim))
+    if dense_dim:
+        torch.manual_seed(seed + 1)
+        stack.append(models.Dense(dim, dense_dim, activation_function=torch.nn.Tanh()))
+    if normalize:
+        stack.append(models.Normalize())
+    SentenceTransformer(modules=stack).save(str(path))
     return path
 
 

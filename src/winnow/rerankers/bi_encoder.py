@@ -1,14 +1,20 @@
 """Bi-encoder reranker and text encoder: a sentence-transformers model, score = cosine similarity.
 
-Each distinct query and document is embedded once, in token-budget batches sorted by length,
-through ``SentenceTransformer.encode`` itself, so embeddings equal the reference exactly; a bounded
-memo keeps them for later calls (see ``EmbeddingMemo``). The same
-object is the encoder behind dense retrieval (``encode_queries`` / ``encode_documents``).
+Each distinct query and document is embedded once, in token-budget batches sorted by length, by
+winnow's own encoder (``text_encoder.TextEncoder``: the model folder's module stack read from its
+files and run on the engine, embeddings equal to ``SentenceTransformer.encode`` within float
+rounding). A stack it cannot reproduce (say a module other than Transformer, Pooling, Dense,
+Normalize, Dropout) goes through ``SentenceTransformer.encode`` itself, batch by batch, with one log
+line; ``encoder="sentence-transformers"`` asks for that path. A bounded memo keeps embeddings for
+later calls (see ``EmbeddingMemo``). The same object is the encoder behind dense retrieval
+(``encode_queries`` / ``encode_documents``).
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 
@@ -18,9 +24,26 @@ from winnow.rerankers._torch import from_pretrained_kwargs, quantize_int8
 from winnow.rerankers.base import PairScores, Reranker, RerankerConfig
 from winnow.rerankers.cache import EMBEDDINGS, MODELS, EmbeddingMemo
 from winnow.rerankers.options import RerankerOptions, option
+from winnow.rerankers.text_encoder import TextEncoder, UnsupportedStack
+
+logger = logging.getLogger(__name__)
 
 #: Default bound of the embedding memo shared by every bi-encoder instance of one model (MiB).
 DEFAULT_MEMO_MB = 256
+#: Ways to run the model: winnow's engine (falls back to the other where it cannot) or
+#: ``SentenceTransformer.encode``.
+ENCODERS = ("winnow", "sentence-transformers")
+
+
+def load_encoder(path: str, device: str, dtype: str, choice: str = "winnow"):
+    """winnow's ``TextEncoder`` for ``path``, or a ``SentenceTransformer`` when asked for or when the
+    folder's module stack is not one the engine reproduces (said in one log line)."""
+    if choice == "winnow":
+        try:
+            return TextEncoder.load(path, device, dtype)
+        except UnsupportedStack as exc:
+            logger.info("%s: %s; encoding through SentenceTransformer.encode", path, exc)
+    return load_sentence_transformer(path, device, dtype)
 
 
 def load_sentence_transformer(path: str, device: str, dtype: str):
@@ -46,14 +69,22 @@ class BiEncoderOptions(RerankerOptions):
         "bound of the embedding memo in MiB (0: no memo)",
         must="a number of MiB >= 0 (0: no memo)",
     )
+    encoder: str = option(
+        "winnow",
+        "winnow (the engine; SentenceTransformer.encode for a module stack it cannot reproduce) "
+        "or sentence-transformers",
+        must="winnow or sentence-transformers",
+    )
 
 
 class BiEncoderReranker(Reranker):
     """Embeds queries and documents separately; the score of a pair is their cosine similarity.
 
-    Options: ``query_prompt`` / ``document_prompt`` (prefixes such as ``"query: "`` for E5 models),
-    ``max_tokens``, ``max_batch_size``, ``show_progress``, ``memo_mb`` (bound of the embedding memo,
-    default 256 MiB; 0 turns it off).
+    Options: ``query_prompt`` / ``document_prompt`` (prefixes such as ``"query: "`` for E5 models,
+    given to the model as sentence-transformers' ``prompt``: with ``include_prompt=False`` pooling
+    their tokens are left out), ``max_tokens``, ``max_batch_size``, ``show_progress``, ``memo_mb``
+    (bound of the embedding memo, default 256 MiB; 0 turns it off), ``encoder`` (``"winnow"``, the
+    default, or ``"sentence-transformers"``).
 
     Embeddings are remembered per (model, device, dtype, max length) across instances and calls, so a
     rerank stage after dense retrieval over the same corpus does not embed the documents again.
@@ -69,11 +100,15 @@ class BiEncoderReranker(Reranker):
 
     def _load(self) -> None:
         c = self.config
-        key = ("bi-encoder", c.model, c.device, c.dtype)
+        choice = c.option("encoder", "winnow")
+        if choice not in ENCODERS:
+            raise ConfigError(f"encoder must be one of {', '.join(ENCODERS)}, got {choice!r}")
+        key = ("bi-encoder", c.model, c.device, c.dtype, choice)
         self.model = MODELS.get_or_create(
-            key, lambda: load_sentence_transformer(c.model, c.device, c.dtype)
+            key, lambda: load_encoder(c.model, c.device, c.dtype, choice)
         )
-        self._max_length = int(c.max_length or self.model.max_seq_length or 512)
+        model_max = int(self.model.max_seq_length or 512)
+        self._max_length = min(int(c.max_length), model_max) if c.max_length else model_max
         memo_mb = c.option("memo_mb", DEFAULT_MEMO_MB)
         if isinstance(memo_mb, bool) or not isinstance(memo_mb, (int, float)) or memo_mb < 0:
             raise ConfigError(f"memo_mb must be a number of MiB >= 0 (0: no memo), got {memo_mb!r}")
@@ -85,6 +120,43 @@ class BiEncoderReranker(Reranker):
     def _release(self) -> None:
         self.model = None
         self.memo = None
+
+    @property
+    def uses_engine(self) -> bool:
+        """Whether embeddings come from winnow's engine (else from ``SentenceTransformer.encode``)."""
+        self.load()
+        return isinstance(self.model, TextEncoder)
+
+    def embedding_identity(self) -> dict:
+        """What the embeddings depend on besides the weights, dtype, max length and prompts: the
+        encoding path and, on the engine, the module stack it reproduces (for cache keys).
+
+        Read from the model folder's files, without loading the model (a cached search is read
+        back without it); a hub model not downloaded yet is loaded (downloaded) first."""
+        from pathlib import Path
+
+        from winnow.rerankers._st_stack import read_stack
+
+        c = self.config
+        if c.option("encoder", "winnow") == "winnow":
+            if not Path(c.model).is_dir():
+                self.load()
+                if isinstance(self.model, TextEncoder):
+                    return self.model.identity()
+            else:
+                try:
+                    stack = read_stack(c.model)
+                except UnsupportedStack:
+                    pass
+                else:
+                    return {"engine": TextEncoder.engine, **stack.identity()}
+        import sentence_transformers
+
+        return {"engine": "sentence-transformers", "version": sentence_transformers.__version__}
+
+    def score_identity(self) -> list:
+        """Scores depend on the encoding path too (see ``embedding_identity``)."""
+        return [self.embedding_identity()]
 
     @property
     def max_length(self) -> int:
@@ -112,6 +184,8 @@ class BiEncoderReranker(Reranker):
 
     def token_lengths(self, texts: list[str]) -> np.ndarray:
         """Tokens each text has (special tokens included), before truncation."""
+        if isinstance(self.model, TextEncoder):
+            return self.model.token_lengths(texts)
         tokenizer = self.model.tokenizer
         enc = tokenizer(texts, add_special_tokens=True, truncation=False, verbose=False)[
             "input_ids"
@@ -124,13 +198,14 @@ class BiEncoderReranker(Reranker):
         """L2-normalised float32 embeddings, one row per text (duplicates embedded once)."""
         self.load()
         if prompt:
-            texts = [prompt + t for t in texts]
+            texts = [prompt + t for t in texts]  # the memo's keys: what the model reads
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
         unique = list(dict.fromkeys(texts))
         known = self.memo.lookup(unique)
         todo = [t for i, t in enumerate(unique) if i not in known]
-        fresh = self._embed(todo, show_progress) if todo else None
+        skip = len(prompt) if prompt else 0
+        fresh = self._embed([t[skip:] for t in todo], prompt, show_progress) if todo else None
         if fresh is not None:
             self.memo.store(todo, fresh)
         if not known:
@@ -144,17 +219,25 @@ class BiEncoderReranker(Reranker):
         position = {t: i for i, t in enumerate(unique)}
         return emb[[position[t] for t in texts]]
 
-    def _embed(self, unique: list[str], show_progress: bool | None) -> np.ndarray:
-        """Run the model on distinct texts, in token-budget batches sorted by length."""
-        lengths = np.minimum(self.token_lengths(unique), self._max_length)
-        model, c = self.model, self.config
+    def _embed(
+        self, unique: list[str], prompt: str | None, show_progress: bool | None
+    ) -> np.ndarray:
+        """Run the model on distinct texts (``prompt`` before each), in token-budget batches
+        sorted by length."""
+        run = partial(self._run_engine, desc="encoding", progress=show_progress)
+        if isinstance(self.model, TextEncoder):
+            return self.model.encode(unique, prompt=prompt, max_length=self._max_length, run=run)
+        model = self.model
+        lengths = np.minimum(
+            self.token_lengths([prompt + t for t in unique] if prompt else unique), self._max_length
+        )
         old_max = model.max_seq_length
-        if c.max_length:
-            model.max_seq_length = min(self._max_length, old_max or self._max_length)
+        model.max_seq_length = min(self._max_length, old_max or self._max_length)
 
         def forward(idx: np.ndarray) -> np.ndarray:
             emb = model.encode(
                 [unique[i] for i in idx],
+                prompt=prompt,
                 batch_size=len(idx),
                 convert_to_tensor=True,
                 normalize_embeddings=True,
@@ -163,7 +246,7 @@ class BiEncoderReranker(Reranker):
             return emb.float().cpu().numpy()
 
         try:
-            return self._run_engine(lengths, forward, desc="encoding", progress=show_progress)
+            return run(lengths, forward)
         finally:
             model.max_seq_length = old_max
 

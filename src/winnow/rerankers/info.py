@@ -68,7 +68,9 @@ def torch_module(reranker: Reranker) -> Any | None:
     torch = imported_torch()
     if torch is None:  # nothing was loaded with torch in this process
         return None
-    for owner in (reranker, getattr(reranker, "backend", None)):
+    # the model itself, a backend's, or the one inside a wrapper (the bi-encoder's TextEncoder)
+    owners = (reranker, getattr(reranker, "backend", None), getattr(reranker, "model", None))
+    for owner in owners:
         module = getattr(owner, "model", None)
         if isinstance(module, torch.nn.Module):
             return module
@@ -141,7 +143,9 @@ def _hf_fields(module: Any) -> dict[str, Any]:
 
 # -- Ollama --------------------------------------------------------------------------------------
 def _ollama_client(reranker: Reranker) -> Any | None:
-    for owner in (reranker, getattr(reranker, "backend", None)):
+    # the model itself, a backend's, or the one inside a wrapper (the bi-encoder's TextEncoder)
+    owners = (reranker, getattr(reranker, "backend", None), getattr(reranker, "model", None))
+    for owner in owners:
         client = getattr(owner, "client", None)
         if client is not None and hasattr(client, "_request"):
             return client

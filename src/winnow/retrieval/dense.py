@@ -6,8 +6,10 @@ Search multiplies query embeddings by the document matrix in chunks of queries (
 takes the top k with ``argpartition`` and sorts only those.
 
 Document embeddings are cached under ``cache_dir`` keyed by the model's identity (a fingerprint
-of its files: names, sizes and the bytes at both ends of each), dtype, ``max_length``, document
-prompt and a hash of the corpus; stored as ``embeddings.npy`` (float32) and ``doc_ids.json``.
+of its files: names, sizes and the bytes at both ends of each), the encoding path
+(``BiEncoderReranker.embedding_identity``: winnow's engine with the pooling and head it reproduces,
+or sentence-transformers and its version), dtype, ``max_length``, document prompt and a hash of
+the corpus; stored as ``embeddings.npy`` (float32) and ``doc_ids.json``.
 
 The corpus is encoded in chunks of ``checkpoint_every`` documents (in corpus order). With a cache
 folder each finished chunk is saved at once (``<cache_dir>/dense-chunks/<key>/``, keyed by the
@@ -137,7 +139,8 @@ class DenseIndex:
         window, stride: window length and step in tokens with ``passages`` (default: the model's
             whole input, ``max_length`` less special tokens and document prompt; three quarters of
             the window). A window longer than the model's input is refused.
-        **options: passed to ``load_reranker`` (``max_tokens``, ``max_batch_size``).
+        **options: passed to ``load_reranker`` (``max_tokens``, ``max_batch_size``, ``encoder``:
+            ``"winnow"``, the engine, or ``"sentence-transformers"``).
 
     ``timings`` holds the seconds of the last ``index`` (``hash``, ``cache_hit``, ``encode``,
     ``index``) or ``search`` (``encode``, ``retrieve``, ``search``) call.
@@ -228,6 +231,9 @@ class DenseIndex:
         c = self.encoder.config
         key = {
             "model": encoder_identity(self.encoder),
+            # the encoding path (winnow's engine and the module stack it reproduces, or
+            # sentence-transformers and its version): a cache made by one is never read by another
+            "encoding": self.encoder.embedding_identity(),
             "dtype": c.dtype,
             "max_length": c.max_length,
             "document_prompt": c.option("document_prompt"),
