@@ -241,9 +241,11 @@ def test_cache_key_follows_the_encoding_path(tiny_bi_encoder, corpus, tmp_path, 
     read by another: the path is part of the key."""
     from winnow.rerankers.text_encoder import TextEncoder
 
-    st = Dense(tiny_bi_encoder, cache_dir=tmp_path, device="cpu", encoder="sentence-transformers")
+    st = DenseIndex(
+        tiny_bi_encoder, cache_dir=tmp_path, device="cpu", encoder="sentence-transformers"
+    )
     assert st.index(corpus).timings["cache_hit"] == 0
-    engine = Dense(tiny_bi_encoder, cache_dir=tmp_path, device="cpu")
+    engine = DenseIndex(tiny_bi_encoder, cache_dir=tmp_path, device="cpu")
     calls = counting(monkeypatch, engine)
     engine.index(corpus)
     assert calls == [len(corpus)] and engine.timings["cache_hit"] == 0
@@ -253,9 +255,11 @@ def test_cache_key_follows_the_encoding_path(tiny_bi_encoder, corpus, tmp_path, 
     # the pipeline's run and score caches key on score_identity: the path is in it as well
     assert engine.encoder.score_identity() != st.encoder.score_identity()
     assert (
-        Dense(tiny_bi_encoder, cache_dir=tmp_path, device="cpu").index(corpus).timings["cache_hit"]
+        DenseIndex(tiny_bi_encoder, cache_dir=tmp_path, device="cpu")
+        .index(corpus)
+        .timings["cache_hit"]
     )
     monkeypatch.setattr(TextEncoder, "engine", "winnow-text-encoder-next")  # numbers changed
-    bumped = Dense(tiny_bi_encoder, cache_dir=tmp_path, device="cpu")
+    bumped = DenseIndex(tiny_bi_encoder, cache_dir=tmp_path, device="cpu")
     assert bumped.index(corpus).timings["cache_hit"] == 0
     assert len(list((tmp_path / "dense").iterdir())) == 3

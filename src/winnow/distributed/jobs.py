@@ -24,7 +24,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import threading
 from typing import Any
 
 import numpy as np
@@ -65,18 +64,13 @@ def _ids_text(names: tuple[str, ...], values: tuple[Any, ...]) -> str:
     return ", ".join(f"{n}={v!r}" for n, v in zip(names, values))
 
 
-_MODEL_LOCKS: dict[tuple, threading.Lock] = {}
-_MODEL_LOCKS_GUARD = threading.Lock()
+def model_lock(reranker):
+    """The lock every worker of this process holds while it calls ``reranker``'s model: the
+    reranker's own (:func:`winnow.rerankers.cache.model_lock`, re-entrant, also held inside
+    ``score_pairs`` / ``encode``), so Daft's threads and any other caller share one."""
+    from winnow.rerankers.cache import model_lock as lock_of
 
-
-def model_lock(reranker) -> threading.Lock:
-    """The lock every worker of this process holds while it calls ``reranker``'s model (one per
-    kind, model, device and dtype: the process-wide cache shares a model among such rerankers).
-    Torch already spreads one call over the worker's cores, so serialising calls costs little."""
-    c = reranker.config
-    key = (c.kind, c.model, c.device, c.dtype)
-    with _MODEL_LOCKS_GUARD:
-        return _MODEL_LOCKS.setdefault(key, threading.Lock())
+    return lock_of(reranker.config)
 
 
 def describe_error(exc: BaseException) -> str:

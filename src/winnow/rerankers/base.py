@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from winnow.errors import ConfigError, InputError, WinnowError
+from winnow.rerankers.cache import model_lock
 from winnow.rerankers.documents import CheckedDocument, check_document_list
 from winnow.rerankers.options import RerankerOptions, options_instance
 from winnow.types import Document
@@ -296,7 +297,8 @@ class Reranker(ABC):
         inverse = np.fromiter(
             (position.setdefault(p, len(position)) for p in checked), np.int64, len(checked)
         )
-        raw = self._score(list(position) if len(position) < len(checked) else checked)
+        with model_lock(self.config):  # one model call at a time (see cache.model_lock)
+            raw = self._score(list(position) if len(position) < len(checked) else checked)
         if len(position) < len(checked):
             raw = raw.take(inverse)
         scores = apply_activation(raw.scores, self.config.activation, self.num_labels)

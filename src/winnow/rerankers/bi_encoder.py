@@ -22,7 +22,7 @@ from winnow.errors import ConfigError
 from winnow.rerankers._imports import heavy_imports
 from winnow.rerankers._torch import from_pretrained_kwargs, quantize_int8
 from winnow.rerankers.base import PairScores, Reranker, RerankerConfig
-from winnow.rerankers.cache import EMBEDDINGS, MODELS, EmbeddingMemo
+from winnow.rerankers.cache import EMBEDDINGS, MODELS, EmbeddingMemo, model_lock
 from winnow.rerankers.options import RerankerOptions, option
 from winnow.rerankers.text_encoder import TextEncoder, UnsupportedStack
 
@@ -205,7 +205,10 @@ class BiEncoderReranker(Reranker):
         known = self.memo.lookup(unique)
         todo = [t for i, t in enumerate(unique) if i not in known]
         skip = len(prompt) if prompt else 0
-        fresh = self._embed([t[skip:] for t in todo], prompt, show_progress) if todo else None
+        fresh = None
+        if todo:
+            with model_lock(self.config):  # one model call at a time (see cache.model_lock)
+                fresh = self._embed([t[skip:] for t in todo], prompt, show_progress)
         if fresh is not None:
             self.memo.store(todo, fresh)
         if not known:

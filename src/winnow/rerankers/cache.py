@@ -62,6 +62,26 @@ class KeyedCache:
 
 
 MODELS = KeyedCache("models")
+
+_MODEL_LOCKS: dict[tuple, threading.RLock] = {}
+_MODEL_LOCKS_GUARD = threading.Lock()
+
+
+def model_lock(config) -> threading.RLock:
+    """The lock held while a reranker of ``config`` runs its model (one per kind, model, device
+    and dtype: ``MODELS`` shares one model and tokenizer among such rerankers).
+
+    Calls from several threads (``ascore_pairs`` / ``arank``, Daft's in-process workers, an
+    application's own threads) are serialised: a Hugging Face fast tokenizer keeps its padding
+    and truncation settings on the shared object and sets them on every call, and the
+    sentence-transformers path sets ``max_seq_length`` per call, so two overlapping calls could
+    mix their settings up. Torch already spreads one call over every core, so this costs little.
+    Re-entrant: a caller that holds it may call the reranker."""
+    key = (config.kind, config.model, config.device, config.dtype)
+    with _MODEL_LOCKS_GUARD:
+        return _MODEL_LOCKS.setdefault(key, threading.RLock())
+
+
 RERANKERS = KeyedCache("rerankers")
 #: Embedding memos of bi-encoders, keyed like their weights plus the max length (see ``EmbeddingMemo``).
 EMBEDDINGS = KeyedCache("embeddings")
