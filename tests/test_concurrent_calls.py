@@ -15,32 +15,7 @@ import numpy as np
 import pytest
 
 import winnow
-
-
-class Overlap:
-    """Wraps a bound method and records how many of its calls run at once. The first call waits
-    (at most 2 s) for a second one to start, so an unserialised caller is caught every time."""
-
-    def __init__(self, real):
-        self.real, self.calls, self.active, self.most = real, 0, 0, 0
-        self.lock, self.second = threading.Lock(), threading.Event()
-
-    def __call__(self, *args, **kwargs):
-        with self.lock:
-            self.calls += 1
-            self.active += 1
-            self.most = max(self.most, self.active)
-            first = self.calls == 1
-            if self.active > 1:
-                self.second.set()
-        try:
-            if first:
-                self.second.wait(timeout=2)
-            return self.real(*args, **kwargs)
-        finally:
-            with self.lock:
-                self.active -= 1
-
+from overlap_spy import Overlap
 
 PAIRS = [
     (f"query {i} about wings", f"document {i} on lift and drag " * (1 + i % 5)) for i in range(24)

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 import winnow
+from overlap_spy import Overlap
 from winnow.cli import main
 from winnow.errors import InputError, MissingExtraError
 from winnow.rerankers.cross_encoder import CrossEncoderReranker
@@ -89,34 +90,6 @@ def test_encode_equals_the_dense_encoder(tiny_bi_encoder):
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
 
 
-class _Overlap:
-    """Wraps a bound method and records how many of its calls run at once (the real method runs).
-
-    The first call waits (at most 2 s) for a second one to start, so that a job which does call
-    the model from two threads at once is caught every time, not only when the threads happen to
-    interleave."""
-
-    def __init__(self, real):
-        self.real, self.calls, self.active, self.most = real, 0, 0, 0
-        self.lock, self.second = threading.Lock(), threading.Event()
-
-    def __call__(self, *args, **kwargs):
-        with self.lock:
-            self.calls += 1
-            self.active += 1
-            self.most = max(self.most, self.active)
-            first = self.calls == 1
-            if self.active > 1:
-                self.second.set()
-        try:
-            if first:
-                self.second.wait(timeout=2)
-            return self.real(*args, **kwargs)
-        finally:
-            with self.lock:
-                self.active -= 1
-
-
 @pytest.mark.parametrize("job", ["encode", "score"])
 def test_in_process_workers_never_call_one_model_from_two_threads(
     job, tiny_bi_encoder, tiny_bert, tmp_path, monkeypatch
@@ -137,7 +110,7 @@ def test_in_process_workers_never_call_one_model_from_two_threads(
         model = winnow.load_reranker(tiny_bert, "cross-encoder", device="cpu")
         method = "score_pairs_detailed"
         expected = model.score_pairs(list(zip(rows["query"], rows["text"])))
-    spy = _Overlap(getattr(model, method))
+    spy = Overlap(getattr(model, method))
     monkeypatch.setattr(model, method, spy)  # the worker's unpickled reranker is this instance
     table = daft.read_json(str(src))
     if job == "encode":
