@@ -12,18 +12,23 @@ from winnow.defaults import DEFAULT_MODEL as DEFAULT_DENSE
 DEFAULT_CACHE = "~/.cache/winnow"
 
 
-def collection_arguments(p: argparse.ArgumentParser, data_dir: str | None) -> None:
-    p.add_argument(
-        "--dataset",
-        required=True,
-        help="collection name (looked up in --data-dir, or a BEIR name to download) or a BEIR folder",
-    )
+def data_dir_argument(p: argparse.ArgumentParser, data_dir: str | None) -> None:
+    """``--data-dir``, defaulting to ``data_dir`` (``$WINNOW_DATA``), shown in the help."""
     p.add_argument(
         "--data-dir",
         default=data_dir,
         help="folder holding collections by name (default: $WINNOW_DATA"
         + (f" = {data_dir})" if data_dir else ", unset)"),
     )
+
+
+def collection_arguments(p: argparse.ArgumentParser, data_dir: str | None) -> None:
+    p.add_argument(
+        "--dataset",
+        required=True,
+        help="collection name (looked up in --data-dir, or a BEIR name to download) or a BEIR folder",
+    )
+    data_dir_argument(p, data_dir)
     p.add_argument(
         "--split",
         default="test",

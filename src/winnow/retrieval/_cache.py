@@ -16,6 +16,7 @@ from typing import Any
 
 from winnow._fs import atomic_directory
 from winnow._hashing import params_hash
+from winnow.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -51,3 +52,10 @@ def save_entry(entry: Path, params: Mapping[str, Any], write: Callable[[Path], N
         logger.warning("could not write cache entry %s: %s", entry, exc)
         return False
     return True
+
+
+def checked_checkpoint_every(value: Any) -> int:
+    """``checkpoint_every`` (documents encoded, and checkpointed, at a time) if it is valid."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"checkpoint_every must be a positive number of documents, got {value!r}")
+    return value

@@ -127,16 +127,9 @@ class ColBERTIndex:
         **options: Any,
     ):
         from winnow.rerankers.loading import load_reranker
+        from winnow.retrieval._cache import checked_checkpoint_every
 
-        if (
-            isinstance(checkpoint_every, bool)
-            or not isinstance(checkpoint_every, int)
-            or checkpoint_every < 1
-        ):
-            raise ConfigError(
-                f"checkpoint_every must be a positive number of documents, got {checkpoint_every!r}"
-            )
-        self.checkpoint_every = checkpoint_every
+        self.checkpoint_every = checked_checkpoint_every(checkpoint_every)
 
         types = index_option_types(index)
         knobs = dict(index_options or {})

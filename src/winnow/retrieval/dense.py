@@ -48,7 +48,7 @@ from winnow._progress import progress_enabled
 from winnow._runs import check_top_k, tie_break_order
 from winnow.defaults import DEFAULT_MODEL
 from winnow.errors import ConfigError, InputError, require
-from winnow.retrieval._cache import entry_dir, is_complete, save_entry
+from winnow.retrieval._cache import checked_checkpoint_every, entry_dir, is_complete, save_entry
 from winnow.retrieval._checks import check_corpus, check_queries
 from winnow.types import Document, Run
 
@@ -168,15 +168,7 @@ class DenseIndex:
         from winnow.rerankers.loading import load_reranker
         from winnow.retrieval.passages import PassageSettings
 
-        if (
-            isinstance(checkpoint_every, bool)
-            or not isinstance(checkpoint_every, int)
-            or checkpoint_every < 1
-        ):
-            raise ConfigError(
-                f"checkpoint_every must be a positive number of documents, got {checkpoint_every!r}"
-            )
-        self.checkpoint_every = checkpoint_every
+        self.checkpoint_every = checked_checkpoint_every(checkpoint_every)
         if index not in ("exact", "faiss"):
             raise ConfigError(f"index must be 'exact' or 'faiss', got {index!r}")
         if index == "faiss":

@@ -7,6 +7,8 @@ import json
 import os
 import sys
 
+from winnow._collection_args import data_dir_argument
+
 DEFAULT_CACHE = "~/.cache/winnow"
 
 
@@ -30,12 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("--dataset", required=True, help="collection name, BEIR name or BEIR folder")
-    p.add_argument(
-        "--data-dir",
-        default=data_dir,
-        help="folder holding collections by name (default: $WINNOW_DATA"
-        + (f" = {data_dir})" if data_dir else ", unset)"),
-    )
+    data_dir_argument(p, data_dir)
     p.add_argument(
         "--split",
         required=True,

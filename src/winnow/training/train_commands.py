@@ -9,6 +9,8 @@ import os
 import signal
 import threading
 
+from winnow._collection_args import data_dir_argument
+
 
 def _common(p: argparse.ArgumentParser, data_dir: str | None, batch_size: int) -> None:
     p.add_argument("--data", required=True, help="mined file (.jsonl or .parquet; see winnow mine)")
@@ -34,12 +36,7 @@ def _common(p: argparse.ArgumentParser, data_dir: str | None, batch_size: int) -
         "dev@0.6/0.2) or a mined file (its loss)",
     )
     p.add_argument("--dataset", default=None, help="collection the --dev split spec refers to")
-    p.add_argument(
-        "--data-dir",
-        default=data_dir,
-        help="folder holding collections by name (default: $WINNOW_DATA"
-        + (f" = {data_dir})" if data_dir else ", unset)"),
-    )
+    data_dir_argument(p, data_dir)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
 
