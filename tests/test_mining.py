@@ -91,6 +91,34 @@ def test_a_document_with_a_positives_text_is_never_a_negative():
     assert result.summary.positives_excluded == 1 and result.summary.duplicates_skipped == 1
 
 
+def test_blank_texts_are_never_written(tmp_path):
+    """A blank positive, candidate or query (Cranfield has two empty documents, one judged
+    relevant) is left out and counted: the trainers refuse empty texts."""
+    ds = toy()
+    corpus = dict(ds.corpus)
+    corpus["empty"] = Document("empty", "")
+    corpus["spaces"] = Document("spaces", "  ")
+    queries = {**ds.queries, "q4": " "}
+    qrels = {"q1": {"d0": 1, "empty": 1}, "q4": {"d1": 1}}
+    ds = Dataset("toy", corpus, queries, qrels)
+    run = {"q1": ranked("spaces", "d3", "d4"), "q4": ranked("d3")}
+    out = tmp_path / "mined.jsonl"
+    result = mine_hard_negatives(
+        ds,
+        TableJudge({}),
+        run,
+        num_negatives=2,
+        range_max=5,
+        output_format="labeled-pair",
+        output=out,
+    )
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(r["positive"], r["label"]) for r in rows] == [("doc 0", 1), ("doc 3", 0), ("doc 4", 0)]
+    assert result.summary.blank_skipped == 3  # the blank query, positive and candidate
+    assert result.positive_scores == {"q1": {"d0": -9.0}}
+    winnow.training.read_mined(out)  # the trainers' reader accepts the file
+
+
 def test_relative_margin_with_negative_logits_keeps_the_threshold_below_the_positive():
     """Positive -2.0, margin 0.05: threshold -2.1. The naive pos * (1 - m) = -1.9 would keep -1.95
     (scored ABOVE the positive) and -2.05 (within 5 %)."""

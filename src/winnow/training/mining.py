@@ -150,6 +150,9 @@ class MiningSummary:
     positives: int = 0
     positives_excluded: int = 0  # positives (or copies of their text) removed from candidates
     duplicates_skipped: int = 0  # candidates whose text repeats an earlier candidate's
+    # blank texts (queries, positives, candidates) left out: no trainer accepts an empty text
+    # (Cranfield has two empty documents, one of them judged relevant)
+    blank_skipped: int = 0
     candidates: int = 0  # candidates in the rank window, seen by the filters
     dropped: dict[str, int] = field(default_factory=lambda: dict.fromkeys(FILTERS, 0))
     dropped_not_finite: int = 0  # the judge gave a NaN / infinite score
@@ -177,7 +180,8 @@ class MiningSummary:
             f"{self.dataset}: {self.queries} queries with {self.positives} positives "
             f"({self.queries_without_positives} judged queries without positives skipped)",
             f"candidates {self.candidates} (positives excluded {self.positives_excluded}, "
-            f"duplicate texts skipped {self.duplicates_skipped})",
+            f"duplicate texts skipped {self.duplicates_skipped}, "
+            f"blank texts skipped {self.blank_skipped})",
             f"dropped: {dropped}; kept {self.kept}",
             f"negatives {self.negatives}; queries without enough negatives {self.short_queries}",
             f"judge: {self.judge_pairs} pairs, {self.judge_scored} scored by the model, "
@@ -422,6 +426,12 @@ def mine_hard_negatives(
         if qid not in dataset.queries:
             continue
         pos = [doc_id for doc_id, rel in judged.items() if rel > 0 and doc_id in dataset.corpus]
+        if pos and not dataset.queries[qid].strip():
+            summary.blank_skipped += 1
+            continue
+        blank = [doc_id for doc_id in pos if not dataset.corpus[doc_id].full_text.strip()]
+        summary.blank_skipped += len(blank)
+        pos = [doc_id for doc_id in pos if doc_id not in blank]
         if pos:
             positives[qid] = pos
         else:
@@ -452,6 +462,9 @@ def mine_hard_negatives(
                     f"the corpus of {dataset.name!r}"
                 )
             text = corpus[doc_id].full_text
+            if not text.strip():
+                summary.blank_skipped += 1
+                continue
             if doc_id in pos_ids or text in pos_texts:
                 summary.positives_excluded += 1
                 continue
