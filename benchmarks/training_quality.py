@@ -3,13 +3,17 @@
 On one collection split 60/40 by query (``train@0.6`` / ``test@0.6``), all on CPU:
 
 1. ``winnow mine`` the train queries: BM25 candidates judged by all-MiniLM-L6-v2 (bi-encoder),
-   relative margin 0.05, 1 negative per positive, triplets, candidates among BM25's top
-   ``--range-max`` (default: mine's own, 10 per negative); with ``--max-positives N`` at most N
-   rows per query are kept (first in file order; default: all). The weakest positive of a query is
-   the margin's reference, so a collection with many positives per query (CISI: ~40) needs a
-   deeper ``--range-max`` to find negatives below it;
-2. the guide: ``winnow train cross-encoder`` (BCE, ``--epochs``) from all-MiniLM-L6-v2 on those triplets
-   (no real cross-encoder is available offline);
+   relative margin 0.05, ``--num-negatives`` per query (default 1) in ``--format`` (``triplet``, or
+   ``n-tuple``: one row per positive with all N negatives, only queries that kept N), candidates
+   among BM25's top ``--range-max`` (default: mine's own, 10 per negative); with ``--max-positives N``
+   at most N rows per query are kept (first in file order; default: all). The weakest positive of a
+   query is the margin's reference, so a collection with many positives per query (CISI: ~40)
+   needs a deeper ``--range-max`` to find negatives below it;
+2. the guide: ``winnow train cross-encoder`` (BCE, ``--guide-epochs``) from all-MiniLM-L6-v2 on its
+   own ``labeled-pair`` file of the same train queries: every positive (label 1) and
+   ``--guide-negatives`` random BM25 candidates of the top ``--guide-range-max`` that are not
+   positives (label 0, no margin filter), since a cross-encoder trained from a bi-encoder needs
+   many more pairs than the student's rows (no real cross-encoder is available offline);
 3. fine-tune all-MiniLM-L6-v2 (``--epochs``, default 1, batch 32, max_seq_length 128) with MNRL, with the
    reranker-guided GIST loss unfiltered (every in-batch pair to the guide) and with the balanced
    preset (anchor-positive, anchor-anchor and anchor-negative blocks; the guide at 128 tokens, in
@@ -64,6 +68,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", default="/tmp/winnow-training-quality")
     parser.add_argument("--max-positives", type=int, default=0, help="rows kept per query (0: all)")
     parser.add_argument("--range-max", type=int, default=0, help="candidates per query (0: mine's)")
+    parser.add_argument("--num-negatives", type=int, default=1, help="negatives per query")
+    parser.add_argument("--format", default="triplet", choices=["triplet", "n-tuple"])
+    parser.add_argument("--guide-negatives", type=int, default=16, help="guide: 0-labels per query")
+    parser.add_argument("--guide-range-max", type=int, default=60, help="guide: BM25 depth")
+    parser.add_argument("--guide-epochs", type=int, default=2)
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--learning-rate", type=float, default=5e-5)
@@ -88,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
             "mine",
             *data,
             *("--split", "train@0.6", "--candidates", "bm25", "--judge", f"bi-encoder:{BASE}"),
-            *("--num-negatives", "1", "--relative-margin", "0.05", "--format", "triplet"),
+            *("--num-negatives", str(args.num_negatives), "--relative-margin", "0.05"),
+            *("--format", args.format),
             *("--output", str(mined), "--cache-dir", str(work / "cache"), "--no-progress"),
             *(("--range-max", str(args.range_max)) if args.range_max else ()),
             "--json",
@@ -104,12 +114,25 @@ def main(argv: list[str] | None = None) -> int:
         *("--learning-rate", str(args.learning_rate), "--seed", "0", "--no-progress", "--json"),
     ]
     results: dict[str, dict] = {}
+    guide_rows = work / "guide-pairs.jsonl"
+    if not guide_rows.is_file():
+        winnow(
+            "mine",
+            *data,
+            *("--split", "train@0.6", "--candidates", "bm25", "--judge", f"bi-encoder:{BASE}"),
+            *("--num-negatives", str(args.guide_negatives), "--sampling", "random"),
+            *("--range-max", str(args.guide_range_max), "--format", "labeled-pair"),
+            *("--output", str(guide_rows), "--cache-dir", str(work / "cache"), "--no-progress"),
+            env=env,
+        )
     guide = work / "guide-ce"
     if not guide.is_dir():
         out = winnow(
             "train",
             "cross-encoder",
-            *common,
+            *("--data", str(guide_rows), "--epochs", str(args.guide_epochs)),
+            *("--max-length", str(args.max_length), "--learning-rate", str(args.learning_rate)),
+            *("--seed", "0", "--no-progress", "--json"),
             *("--model", BASE, "--loss", "bce", "--batch-size", "16", "--output", str(guide)),
             env=env,
         )
@@ -192,6 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         report["systems"][label] = row
     if "guide-ce" in results:
         report["guide_train_seconds"] = results["guide-ce"]["seconds"]
+        report["guide_train_rows"] = results["guide-ce"]["rows"]
     report["guide_as_reranker"] = {
         label: metrics["systems"][spec]["nDCG@10"]
         for label, spec in zip(["bm25", "bm25 % 100 >> guide"], guide_systems)
