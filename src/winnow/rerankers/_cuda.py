@@ -91,14 +91,31 @@ def attention_implementation(model) -> str | None:
     return getattr(config, "_attn_implementation", None)
 
 
-def to_device(array, device: str):
-    """A numpy array as a tensor on ``device``: pinned and non-blocking on CUDA, as before elsewhere."""
+def device_copier(device: str):
+    """A function numpy array -> tensor on ``device``, for one engine run; call it in the thread
+    that runs the model.
+
+    On CUDA the copy goes through pinned memory with ``non_blocking=True`` on the stream that is
+    current *now*, in the calling thread, whichever thread later makes the copy: the look-ahead
+    thread's copies then queue on the stream the model runs on, in order, and their memory belongs
+    to that stream. Elsewhere it is ``torch.from_numpy(array).to(device)``, as before.
+    """
     import torch
 
-    tensor = torch.from_numpy(array)
-    if is_cuda(device):
-        return tensor.pin_memory().to(device, non_blocking=True)
-    return tensor.to(device)
+    if not is_cuda(device):
+        return lambda array: torch.from_numpy(array).to(device)
+    stream = torch.cuda.current_stream(device)
+
+    def copy(array):
+        with torch.cuda.stream(stream):
+            return torch.from_numpy(array).pin_memory().to(device, non_blocking=True)
+
+    return copy
+
+
+def to_device(array, device: str):
+    """One array on ``device`` (see :func:`device_copier`)."""
+    return device_copier(device)(array)
 
 
 def overlap_by_default(device: str) -> bool:

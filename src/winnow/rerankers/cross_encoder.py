@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from winnow.errors import ModelLoadError
-from winnow.rerankers._cuda import load_pretrained, to_device
+from winnow.rerankers._cuda import device_copier, load_pretrained
 from winnow.rerankers._first_token import install_first_token_last_layer
 from winnow.rerankers._imports import heavy_imports
 from winnow.rerankers._tokens import PairTokenizer, pad_batch
@@ -139,16 +139,17 @@ class CrossEncoderReranker(Reranker):
         pad = self.pairs.pad_id
         model = self.model
         two_labels = self.num_labels == 2
+        to_device = device_copier(device)  # here, in the thread that runs the model
 
         def prepare(idx: np.ndarray) -> dict:
             ids, mask = pad_batch([input_ids[i] for i in idx], pad)
             inputs = {
-                "input_ids": to_device(ids, device),
-                "attention_mask": to_device(mask, device),
+                "input_ids": to_device(ids),
+                "attention_mask": to_device(mask),
             }
             if self.uses_token_types:
                 tt, _ = pad_batch([type_ids[i] for i in idx], 0)
-                inputs["token_type_ids"] = to_device(tt, device)
+                inputs["token_type_ids"] = to_device(tt)
             return inputs
 
         def forward(inputs: dict) -> np.ndarray:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from winnow.rerankers._cuda import load_pretrained, to_device
+from winnow.rerankers._cuda import device_copier, load_pretrained
 from winnow.rerankers._imports import heavy_imports
 from winnow.rerankers._st_stack import Stack, UnsupportedStack, load_dense, pool, read_stack
 from winnow.rerankers._tokens import encode_texts, pad_batch
@@ -191,13 +191,15 @@ class TextEncoder:
         """The transformer's last hidden state (batch, tokens, hidden); a backend replaces this."""
         return self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
 
-    def _batch_inputs(self, ids: list[list[int]]):
-        """Padded (input_ids, attention_mask) of one batch on the device (host work only)."""
+    def _batch_inputs(self, ids: list[list[int]], to_device):
+        """Padded (input_ids, attention_mask) of one batch on the device (host work only);
+        ``to_device`` is a ``_cuda.device_copier``."""
         padded, mask = pad_batch(ids, self.pad_id)
-        return to_device(padded, self.device), to_device(mask, self.device)
+        return to_device(padded), to_device(mask)
 
     def _embed_batch(self, ids: list[list[int]], prompt_length: int) -> np.ndarray:
-        return self._embed_inputs(self._batch_inputs(ids), prompt_length)
+        inputs = self._batch_inputs(ids, device_copier(self.device))
+        return self._embed_inputs(inputs, prompt_length)
 
     def _embed_inputs(self, inputs, prompt_length: int) -> np.ndarray:
         import torch
@@ -232,8 +234,10 @@ class TextEncoder:
         lengths = np.fromiter((len(i) for i in ids), dtype=np.int64, count=len(ids))
         skip = min(self.prompt_length(prompt), limit)
 
+        to_device = device_copier(self.device)  # here, in the thread that runs the model
+
         def prepare(idx: np.ndarray):
-            return self._batch_inputs([ids[i] for i in idx])
+            return self._batch_inputs([ids[i] for i in idx], to_device)
 
         def forward(inputs) -> np.ndarray:
             return self._embed_inputs(inputs, skip)
