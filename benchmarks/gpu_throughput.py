@@ -472,7 +472,7 @@ def summary(report: dict) -> str:
         )
         lines.append(
             f"  {'mode':<20}{'items/s':>10}{'vs ST':>8}{'TFLOP/s':>9}{'% peak':>8}"
-            f"{'spearman':>10}{'padding':>9}{'attn':>7}"
+            f"{'agree':>10}{'padding':>9}{'attn':>7}"
         )
         for mode, m in part["modes"].items():
             if "skipped" in m:
