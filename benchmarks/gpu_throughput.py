@@ -23,7 +23,7 @@ Pairs: the bundle's Cranfield pairs (``--pairs-file``, written by ``benchmarks/g
 else Cranfield queries x BM25 top 100 from ``--data-dir``, else synthetic pairs that fill
 ``--max-length`` exactly; the output's ``pairs_source`` says which.
 
-    python benchmarks/gpu_throughput.py [--device cuda] [--pairs 8192] [--xlmr-pairs 2048]
+    python benchmarks/gpu_throughput.py [--device cuda] [--pairs 8192] [--xlmr-pairs 4096]
         [--parts xlmr-large,minilm,bi-encoder] [--budget-s 330] [--json]
     python benchmarks/gpu_throughput.py --device cpu --pairs 64 --xlmr-layers 2   # tiny CPU run
 """
@@ -368,7 +368,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--parts", default=",".join(PARTS))
     parser.add_argument("--pairs", type=int, default=8192, help="pairs for minilm (and texts cap)")
-    parser.add_argument("--xlmr-pairs", type=int, default=None, help="pairs for xlmr-large")
+    parser.add_argument(
+        "--xlmr-pairs", type=int, default=None, help="pairs for xlmr-large (min(--pairs, 4096))"
+    )
     parser.add_argument("--xlmr-layers", type=int, default=24, help="24 = XLM-R-large")
     parser.add_argument("--max-length", type=int, default=256, help="tokens per pair")
     parser.add_argument("--max-tokens", type=int, default=None, help="engine token budget")
@@ -424,7 +426,7 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 if part == "xlmr-large":
                     path = build_xlmr_large(Path(tmp) / part, args.xlmr_layers)
-                    pairs = take(all_pairs, args.xlmr_pairs or args.pairs)
+                    pairs = take(all_pairs, args.xlmr_pairs or min(args.pairs, 4096))
                     result = cross_encoder_part(part, str(path), pairs, args, timer, deadline)
                     result["layers"] = args.xlmr_layers
                 elif part == "minilm":
