@@ -38,7 +38,7 @@ def test_unknown_option_lists_the_valid_ones(fresh_cache, tiny_bert):
     message = str(info.value)
     assert "unknown option 'max_query_lenght' for cross-encoder" in message
     assert "did you mean max_query_length?" in message
-    assert "options of cross-encoder: max_query_length, first_token_only, max_tokens" in message
+    assert "options of cross-encoder: max_query_length, first_token_only, overlap, max_tokens" in message
 
 
 @pytest.mark.parametrize(

@@ -75,6 +75,9 @@ class BiEncoderOptions(RerankerOptions):
         "or sentence-transformers",
         must="winnow or sentence-transformers",
     )
+    overlap: bool | None = option(
+        None, "prepare the next batch on a background thread while one runs (default: on CUDA)"
+    )
 
 
 class BiEncoderReranker(Reranker):
@@ -84,7 +87,8 @@ class BiEncoderReranker(Reranker):
     given to the model as sentence-transformers' ``prompt``: with ``include_prompt=False`` pooling
     their tokens are left out), ``max_tokens``, ``max_batch_size``, ``show_progress``, ``memo_mb``
     (bound of the embedding memo, default 256 MiB; 0 turns it off), ``encoder`` (``"winnow"``, the
-    default, or ``"sentence-transformers"``).
+    default, or ``"sentence-transformers"``), ``overlap`` (winnow's engine: prepare the next batch
+    on a background thread while one runs; default on CUDA only).
 
     Embeddings are remembered per (model, device, dtype, max length) across instances and calls, so a
     rerank stage after dense retrieval over the same corpus does not embed the documents again.

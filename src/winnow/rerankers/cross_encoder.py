@@ -13,10 +13,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from winnow.errors import ModelLoadError
+from winnow.rerankers._cuda import device_copier, load_pretrained
 from winnow.rerankers._first_token import install_first_token_last_layer
 from winnow.rerankers._imports import heavy_imports
 from winnow.rerankers._tokens import PairTokenizer, pad_batch
-from winnow.rerankers._torch import from_pretrained_kwargs, prepare_model
+from winnow.rerankers._torch import prepare_model
 from winnow.rerankers.base import PairScores, Reranker, RerankerConfig
 from winnow.rerankers.cache import MODELS
 from winnow.rerankers.options import RerankerOptions, option
@@ -62,9 +63,8 @@ def load_sequence_classifier(path: str, device: str, dtype: str, first_token_onl
             "relevance logit) or 2 (no/yes)"
         )
     tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForSequenceClassification.from_pretrained(
-        path, **from_pretrained_kwargs(dtype)
-    )
+    # on CUDA: FlashAttention-2 or SDPA (see _cuda); elsewhere the same call as ever
+    model = load_pretrained(AutoModelForSequenceClassification, path, device, dtype)
     model = prepare_model(model, device, dtype)
     if first_token_only and dtype != "int8":
         install_first_token_last_layer(model, tokenizer, device)
@@ -79,6 +79,9 @@ class CrossEncoderOptions(RerankerOptions):
     first_token_only: bool = option(
         True, "compute the last layer for the first token only (all the head reads)"
     )
+    overlap: bool | None = option(
+        None, "prepare the next batch on a background thread while one runs (default: on CUDA)"
+    )
 
 
 class CrossEncoderReranker(Reranker):
@@ -87,7 +90,8 @@ class CrossEncoderReranker(Reranker):
     Options: ``max_query_length`` (tokens a query may use; default half of ``max_length``),
     ``max_tokens`` (padded tokens per batch), ``max_batch_size``, ``show_progress``,
     ``first_token_only`` (default True: compute the last layer for the first token only, which is
-    all the head reads; installed only after a self-check, see ``_first_token``).
+    all the head reads; installed only after a self-check, see ``_first_token``), ``overlap``
+    (prepare the next batch on a background thread while one runs; default on CUDA only).
     """
 
     kind = "cross-encoder"
@@ -135,21 +139,25 @@ class CrossEncoderReranker(Reranker):
         pad = self.pairs.pad_id
         model = self.model
         two_labels = self.num_labels == 2
+        to_device = device_copier(device)  # here, in the thread that runs the model
 
-        def forward(idx: np.ndarray) -> np.ndarray:
+        def prepare(idx: np.ndarray) -> dict:
             ids, mask = pad_batch([input_ids[i] for i in idx], pad)
             inputs = {
-                "input_ids": torch.from_numpy(ids).to(device),
-                "attention_mask": torch.from_numpy(mask).to(device),
+                "input_ids": to_device(ids),
+                "attention_mask": to_device(mask),
             }
             if self.uses_token_types:
                 tt, _ = pad_batch([type_ids[i] for i in idx], 0)
-                inputs["token_type_ids"] = torch.from_numpy(tt).to(device)
+                inputs["token_type_ids"] = to_device(tt)
+            return inputs
+
+        def forward(inputs: dict) -> np.ndarray:
             with torch.inference_mode():
                 logits = model(**inputs).logits
             logits = logits.float()  # upcast before anything else touches the numbers
             out = logits[:, 1] - logits[:, 0] if two_labels else logits[:, 0]
             return out.cpu().numpy()
 
-        scores = self._run_engine(lengths, forward)
+        scores = self._run_engine(lengths, forward, prepare=prepare)
         return PairScores(scores.astype(np.float32), truncated, lengths.astype(np.int32))
