@@ -65,6 +65,20 @@ def test_rows_report_ratios_and_quality_from_their_own_measurements(
     assert ours["spearman_vs_reference"] > 0.999
     assert ours["max_abs_diff_vs_reference"] < 1e-4
     assert fam["ndcg"] is None
+    # the summary against issue 13's targets is read off the same rows
+    exact, fast = fam["summary"]["exact"], fam["summary"]["fast"]
+    assert exact["winnow_row"] == "winnow-torch-float32"
+    assert exact["ratio"] == ours["ratio_vs_reference"]
+    assert exact["target_met"] == (ours["ratio_vs_reference"] >= 1.8)
+    assert exact["peers"] == {
+        "sentence-transformers": {
+            "row": "st-torch-float32",
+            "ratio": 1.0,
+            "quality": pytest.approx(1.0),
+        }
+    }
+    assert exact["ahead_of"] == {"sentence-transformers": ours["ratio_vs_reference"] > 1.0}
+    assert fast["winnow_row"] is None  # no fast row was asked for
 
 
 def test_an_unknown_row_is_refused_with_the_valid_ones():
