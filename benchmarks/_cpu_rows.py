@@ -410,7 +410,9 @@ def run_ndcg_worker(
     except Exception as exc:  # reported, never fatal
         record.update(classify(exc, row))
     record["peak_rss_mib"] = peak_rss_mib()
-    out.write_text(json.dumps(record, indent=2))
+    tmp = out.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(record, indent=2))
+    tmp.replace(out)
 
 
 def spread(items: list, n: int) -> list:
