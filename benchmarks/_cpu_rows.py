@@ -9,8 +9,8 @@ export or quantisation it needs) is timed apart from scoring.
 The worker (``cpu_backends.py --worker ROW ...``) loads the row, runs a warm-up on the first inputs,
 then ``repeats`` timed passes over all of them (the best is kept), and writes the last pass's
 outputs (``ROW.npy``) and a JSON record (``ROW.json``): seconds, load seconds, the process's peak
-resident memory (``resource.getrusage(RUSAGE_SELF).ru_maxrss``, a high-water mark: after imports,
-after loading, after scoring) and the winnow log lines emitted while loading (an int8 guard that
+resident memory (``VmHWM``, the process's own high-water mark: after imports, after loading,
+after scoring) and the winnow log lines emitted while loading (an int8 guard that
 falls back to float32 says so there). A row that cannot run records why instead:
 
 * ``not available in this checkout``: winnow refused ``backend=`` / ``calibration=`` as unknown
@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import resource
+import sys
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -296,8 +297,22 @@ def get_row(family: str, name: str) -> Row:
 
 
 def peak_rss_mib() -> float:
-    """This process's peak resident set size so far (ru_maxrss is in KiB on Linux)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """This process's peak resident set size so far, in MiB.
+
+    ``VmHWM`` of ``/proc/self/status`` (Linux): the high-water mark of this process's own memory
+    since its ``exec``. Not ``ru_maxrss``: Linux carries that over fork and exec, so a row's
+    process would report its parent's resident size (the benchmark's inputs and index) as its own
+    peak. Elsewhere ``ru_maxrss`` is the fallback (KiB on Linux and BSD, bytes on macOS).
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024
 
 
 def classify(exc: BaseException, row: Row) -> dict[str, str]:

@@ -108,3 +108,24 @@ def test_a_row_that_cannot_run_says_why():
     # a peer's own TypeError mentioning backend is that peer's error, not winnow's missing option
     st = get_row("cross-encoder", "st-onnx-float32")
     assert classify(TypeError("got an unexpected keyword 'backend'"), st)["status"] == "error"
+
+
+def test_a_rows_peak_memory_is_its_own_process_not_the_parents():
+    """ru_maxrss survives fork + exec, so a row's process started by a big parent would report the
+    parent's resident memory as its own peak; the peak must be the row's process alone."""
+    parent = bytearray(400 * 2**20)
+    parent[::4096] = b"\x01" * len(parent[::4096])  # touch every page: resident, not just mapped
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1]); from _cpu_rows import peak_rss_mib; "
+        "print(peak_rss_mib())"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(SCRIPT.parent)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    child = float(proc.stdout)
+    del parent
+    assert 0 < child < 200  # numpy and the rows module: tens of MiB, not the parent's 400
