@@ -472,8 +472,8 @@ def print_report(report: dict) -> None:
             print(
                 f"  {mode}: {e['winnow_row']} {e['ratio']:.2f}x (target {e['target_ratio']}x: "
                 f"{'met' if e['target_met'] else 'not met'}; quality {e['quality']:.5f}); "
-                f"ahead of {', '.join(ahead) or 'none'}; not ahead of {', '.join(behind) or 'none'}"
-                f"; peers' best: {peers}"
+                f"ahead of: {', '.join(ahead) or 'no peer'}; behind or below in quality: "
+                f"{', '.join(behind) or 'no peer'}; peers' best: {peers}"
             )
 
 
