@@ -70,6 +70,13 @@ def load_reranker(
     kind = kind or infer_kind(path)
     cls = get_kind(kind)
     check_options(kind, cls.options_class, options)
+    if options.get("calibration") is not None:
+        from winnow.rerankers.backends.calibration import calibration_sample
+
+        # read once, here: the sample's sha256 (not its texts) keys the caches from now on
+        options["calibration"] = calibration_sample(
+            options["calibration"], pairs=kind != "bi-encoder"
+        )
     resolved_device = resolve_device(device)
     resolved_dtype = resolve_dtype(dtype, resolved_device)
     if max_length is not None and (not isinstance(max_length, int) or max_length < 8):
