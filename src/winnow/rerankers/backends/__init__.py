@@ -23,17 +23,13 @@ from typing import Any
 
 import numpy as np
 
-from winnow.errors import ConfigError, MissingExtraError
+from winnow.errors import ConfigError, require
 from winnow.rerankers.options import RerankerOptions, option
 
 logger = logging.getLogger(__name__)
 
-#: backend name -> (module that runs it, extra that installs it)
-BACKENDS: dict[str, tuple[str | None, str | None]] = {
-    "torch": (None, None),
-    "onnx": ("onnxruntime", "onnx"),
-    "openvino": ("openvino", "openvino"),
-}
+#: The backends: torch (transformers), ONNX Runtime (extra ``onnx``), OpenVINO (extra ``openvino``).
+BACKENDS = ("torch", "onnx", "openvino")
 #: precisions an exported backend runs
 EXPORT_DTYPES = ("float32", "int8")
 GUARD_ACTIONS = ("fallback", "refuse")
@@ -81,14 +77,15 @@ def check_backend(backend: Any, dtype: str, device: str) -> str:
 
 
 def require_backend(backend: str):
-    """Import the runtime of ``backend``; MissingExtraError naming the extra when it is absent."""
-    import importlib
-
-    module, extra = BACKENDS[backend]
-    try:
-        return importlib.import_module(module)
-    except ImportError as exc:
-        raise MissingExtraError(extra, module) from exc
+    """Import the runtime of ``backend`` and the exporter; MissingExtraError naming the extra
+    (``pip install 'winnow[onnx]'`` or ``'winnow[openvino]'``) when one is absent."""
+    if backend == "onnx":
+        require("onnx", "onnx")
+        return require("onnxruntime", "onnx")
+    # OpenVINO compiles the same ONNX file; its int8 file comes from onnxruntime's quantiser
+    require("onnx", "openvino")
+    require("onnxruntime", "openvino")
+    return require("openvino", "openvino")
 
 
 @dataclass(frozen=True)
