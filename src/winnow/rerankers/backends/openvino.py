@@ -19,6 +19,15 @@ from winnow.errors import ModelLoadError
 from winnow.rerankers.backends.onnxruntime import default_threads
 
 
+def compile_settings(threads: int | None) -> dict:
+    """The CPU plugin's settings: latency hint, the thread count, float32 inference."""
+    return {
+        "PERFORMANCE_HINT": "LATENCY",
+        "INFERENCE_NUM_THREADS": default_threads(threads),
+        "INFERENCE_PRECISION_HINT": "f32",
+    }
+
+
 def openvino_runner(
     path: Path, threads: int | None
 ) -> Callable[[dict[str, np.ndarray]], np.ndarray]:
@@ -26,13 +35,8 @@ def openvino_runner(
     import openvino as ov
 
     core = ov.Core()
-    config = {
-        "PERFORMANCE_HINT": "LATENCY",
-        "INFERENCE_NUM_THREADS": default_threads(threads),
-        "INFERENCE_PRECISION_HINT": "f32",
-    }
     try:
-        compiled = core.compile_model(str(path), "CPU", config)
+        compiled = core.compile_model(str(path), "CPU", compile_settings(threads))
     except Exception as exc:
         raise ModelLoadError(f"OpenVINO cannot compile {path}: {exc}") from exc
     names = [p.get_any_name() for p in compiled.inputs]
