@@ -2,8 +2,14 @@
 
 What is quantised follows what sentence-transformers / optimum do for transformer encoders:
 
-- only the MatMul / Gemm nodes with a constant weight (the Linear layers); the attention's
-  activation x activation products, LayerNorm, Softmax and GELU stay in float32;
+- only the MatMul / Gemm nodes with a constant weight (the Linear layers) that read a LayerNorm's
+  output: the query/key/value projections and the feed-forward's first layer. The two Linear
+  layers that read long-tailed activations (the attention output, which reads the attention
+  context, and the feed-forward's second layer, which reads GELU's output) stay in float32, as do
+  the attention's activation x activation products, LayerNorm, Softmax and GELU. Measured on
+  all-MiniLM-L6-v2 embedding 200 Cranfield documents (100 others calibrating): quantising every
+  Linear layer gave a min cosine of 0.910 (mean 0.944) against float32, these only 0.992 (mean
+  0.995); a graph without LayerNormalization nodes falls back to every Linear layer;
 - weights per output channel (symmetric int8), activations per tensor (asymmetric uint8, ranges
   from a MinMax pass over the calibration batches);
 - ``reduce_range`` (7-bit weights), because on x86 CPUs without VNNI (AVX2 only) the u8 x s8
@@ -31,7 +37,7 @@ SETTINGS = {
     "weights": "int8-symmetric",
     "activations": "uint8",
     "calibration": "minmax",
-    "nodes": "MatMul/Gemm with a constant weight",
+    "nodes": "MatMul/Gemm with a constant weight reading a LayerNormalization",
 }
 
 
@@ -44,6 +50,29 @@ def weight_matmuls(model) -> list[str]:
         for n in model.graph.node
         if n.op_type in ("MatMul", "Gemm") and any(x in constants for x in n.input)
     ]
+
+
+def nodes_to_quantize(model) -> list[str]:
+    """The Linear layers that read a LayerNorm's output (through a Slice, for the first-token
+    layer's query); every Linear layer when the graph has no LayerNormalization node."""
+    linear = set(weight_matmuls(model))
+    producer = {o: n for n in model.graph.node for o in n.output}
+    constants = {i.name for i in model.graph.initializer}
+
+    def reads_layer_norm(node) -> bool:
+        for name in node.input:
+            src = producer.get(name)
+            if src is not None and src.op_type == "Slice" and src.input:
+                src = producer.get(src.input[0])
+            if name not in constants and src is not None and src.op_type == "LayerNormalization":
+                return True
+        return False
+
+    chosen = [n.name for n in model.graph.node if n.name in linear and reads_layer_norm(n)]
+    if not chosen:
+        logger.debug("no Linear layer reads a LayerNormalization node; quantising every one")
+        return weight_matmuls(model)
+    return chosen
 
 
 def quantize_int8(
@@ -69,7 +98,7 @@ def quantize_int8(
     model = onnx.load(str(fp32_path))
     names = {i.name for i in model.graph.input}
     feeds = [{k: v for k, v in b.items() if k in names} for b in batches]
-    nodes = weight_matmuls(model)
+    nodes = nodes_to_quantize(model)
     if not nodes:
         raise ValueError("the graph has no MatMul/Gemm with a constant weight to quantise")
     quantize_static(
