@@ -304,6 +304,8 @@ def test_bad_backend_settings_are_clear_errors(fresh_cache, tiny_bert, tiny_bi_e
         winnow.load_reranker(tiny_bert, "cross-encoder", backend="onnx", dtype="int8").load()
     with pytest.raises(ConfigError, match="needs a sample of your own texts"):
         winnow.load_reranker(tiny_bi_encoder, "bi-encoder", backend="onnx", dtype="int8").load()
+    with pytest.raises(ConfigError, match="torch's dtype='int8' is dynamic and takes none"):
+        winnow.load_reranker(tiny_bert, "cross-encoder", dtype="int8", calibration=PAIRS)
     with pytest.raises(ConfigError, match="encoder='sentence-transformers' runs torch only"):
         winnow.load_reranker(
             tiny_bi_encoder, "bi-encoder", backend="onnx", encoder="sentence-transformers"
