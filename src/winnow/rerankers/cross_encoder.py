@@ -153,6 +153,7 @@ class CrossEncoderReranker(Reranker):
                 yield _pair_feeds(idx, input_ids, type_ids, pairs.pad_id, names)
 
         def outputs(run, items: list[tuple[str, str]]) -> np.ndarray:
+            # in batch-plan order, the same for every model compared (the guard's only use)
             return np.concatenate([_scores(run(f), two_labels) for f in feeds(items)])
 
         example = _pair_feeds(
