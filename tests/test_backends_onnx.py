@@ -282,6 +282,9 @@ def test_spec_options_reach_the_backend(fresh_cache, tiny_bert, tiny_bi_encoder,
     assert isinstance(stage, Dense)
     assert stage.options["backend"] == "onnx" and stage.dtype == "int8"
     assert "backend=onnx" in stage.label and "dtype=int8" in stage.label
+    # docs/retrieval.md's dense:MODEL?encoder=sentence-transformers (refused before backends)
+    st = parse_system(f"dense:{tiny_bi_encoder}?encoder=sentence-transformers")
+    assert st.options == {"encoder": "sentence-transformers"}
     with pytest.raises(ConfigError, match="backend='tensorrt' is not one of torch, onnx, openvino"):
         load_spec(f"cross-encoder:{tiny_bert}?backend=tensorrt").load()
 

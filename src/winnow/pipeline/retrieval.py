@@ -150,8 +150,8 @@ class BM25(Retriever):
         return BM25Index(**self.params, cache_dir=ctx.cache_dir)
 
 
-#: The bi-encoder options a ``Dense`` stage passes on: its inference backend's.
-DENSE_BACKEND_OPTIONS = ("backend", "calibration", "guard", "export_dir", "threads")
+#: The bi-encoder options a ``Dense`` stage passes on: its inference backend's and the encoder.
+DENSE_BACKEND_OPTIONS = ("backend", "calibration", "guard", "export_dir", "threads", "encoder")
 
 
 def check_backend_options(options: Mapping[str, Any]) -> dict[str, Any]:
