@@ -111,6 +111,11 @@ class TextEncoder:
             if spec is not None
         }
         self._prompt_lengths: dict[str, int] = {}
+        #: ``run(feeds) -> token embeddings`` of an ONNX Runtime / OpenVINO backend (numpy in and
+        #: out, see ``rerankers.backends``); None: the torch model
+        self.runner = None
+        #: what the backend is (``BiEncoderReranker.backend_info``); None: torch
+        self.backend_info = None
         hidden = int(model.config.hidden_size)
         dim = hidden * len(stack.pooling)
         for _step, spec in stack.head:
@@ -189,6 +194,11 @@ class TextEncoder:
     # -- the model ---------------------------------------------------------------------------
     def _token_embeddings(self, input_ids, attention_mask):
         """The transformer's last hidden state (batch, tokens, hidden); a backend replaces this."""
+        if self.runner is not None:
+            import torch
+
+            feeds = {"input_ids": input_ids.numpy(), "attention_mask": attention_mask.numpy()}
+            return torch.from_numpy(self.runner(feeds))
         return self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
 
     def _batch_inputs(self, ids: list[list[int]], to_device):
