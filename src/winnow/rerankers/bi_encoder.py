@@ -75,8 +75,12 @@ def load_exported_encoder(path: str, request: BackendRequest, limits: tuple[int,
         try:
             return encoder.encode(
                 texts,
-                run=lambda lengths, forward: run_batches(
-                    lengths, forward, max_tokens=limits[0], max_batch_size=limits[1]
+                # serial (no look-ahead thread): the guard's own runs, on the CPU
+                run=lambda lengths, forward, prepare: run_batches(
+                    lengths,
+                    lambda idx: forward(prepare(idx)),
+                    max_tokens=limits[0],
+                    max_batch_size=limits[1],
                 )[0],
             )
         finally:
