@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml Makefile $(CONSTRAINTS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install -q -c $(CONSTRAINTS) -e ".[server,report,faiss,training,distributed,ray,langchain,llama-index,mcp,ranx,pyterrier,ir-datasets,dev]" "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install -q -c $(CONSTRAINTS) -e ".[server,report,faiss,onnx,openvino,training,distributed,ray,langchain,llama-index,mcp,ranx,pyterrier,ir-datasets,dev]" "$(TORCH_SPEC)"
 	touch $(STAMP)
 
 # Re-pin requirements/constraints.txt to what .venv has now (run `make test` first).

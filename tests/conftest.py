@@ -106,7 +106,11 @@ def shared_datasets():
     pytest.skip("the shared datasets folder (../shared/datasets) is not present")
 
 
+_GPU_DESELECTED = pytest.StashKey[int]()
+
+
 def pytest_collection_modifyitems(config, items):
+    """Without CUDA, ``gpu`` tests are deselected (not skipped, not passed) and the run says so."""
     try:
         import torch
 
@@ -114,10 +118,20 @@ def pytest_collection_modifyitems(config, items):
     except ImportError:  # pragma: no cover
         has_cuda = False
     if not has_cuda:
-        skip = pytest.mark.skip(reason="needs a CUDA GPU")
-        for item in items:
-            if "gpu" in item.keywords:
-                item.add_marker(skip)
+        gpu = [item for item in items if item.get_closest_marker("gpu") is not None]
+        if gpu:
+            items[:] = [item for item in items if item.get_closest_marker("gpu") is None]
+            config.hook.pytest_deselected(items=gpu)
+            config.stash[_GPU_DESELECTED] = len(gpu)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    n = config.stash.get(_GPU_DESELECTED, 0)
+    if n:
+        terminalreporter.write_line(
+            f"{n} gpu test(s) deselected: torch.cuda.is_available() is False; they run on a CUDA "
+            "machine (benchmarks/gpu.sh, docs/gpu.md)"
+        )
 
 
 @pytest.fixture(scope="session")

@@ -63,7 +63,7 @@ def test_every_extra_is_used_by_code_and_every_named_extra_exists():
     named = extras_in_code()
     assert extras - set(named) == set(), "extras that no code names in a MissingExtraError"
     assert set(named) - extras == set(), "code names extras pyproject.toml does not define"
-    assert "onnx" not in extras and "llm" not in extras
+    assert "llm" not in extras
 
 
 def test_each_extra_installs_the_modules_its_code_imports():

@@ -38,7 +38,10 @@ def test_unknown_option_lists_the_valid_ones(fresh_cache, tiny_bert):
     message = str(info.value)
     assert "unknown option 'max_query_lenght' for cross-encoder" in message
     assert "did you mean max_query_length?" in message
-    assert "options of cross-encoder: max_query_length, first_token_only, max_tokens" in message
+    assert (
+        "options of cross-encoder: max_query_length, first_token_only, overlap, backend, "
+        "calibration, guard, export_dir, threads, max_tokens" in message
+    )
 
 
 @pytest.mark.parametrize(
@@ -201,7 +204,10 @@ def test_commas_inside_quotes_do_not_split_systems():
 
 
 def test_dense_stage_options_are_refused_clearly():
-    with pytest.raises(ConfigError, match="a dense stage takes no options"):
+    # a dense stage takes its backend's options only (rerankers/backends)
+    with pytest.raises(
+        ConfigError, match="unknown option 'query_prompt'; a dense stage takes backend"
+    ):
         parse_system("dense:org/m?query_prompt=x")
 
 

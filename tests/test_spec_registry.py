@@ -52,7 +52,10 @@ OPTIONS = SpecOptions(loader=no_loader)
         ("(bm25 | dense", r"character 1: missing '\)'"),
         ("bm25 >> | dense", r"character 9: expected a name or '\(' but got '\|'"),
         ("bm25 | dense >> rrf", r"character 8: rrf fuses several runs: put a parallel stage"),
-        ("bm25 >> dense:m?x=1", r"character 9: 'dense:m\?x=1': a dense stage takes no options"),
+        (
+            "bm25 >> dense:m?x=1",
+            r"character 9: 'dense:m\?x=1': unknown option 'x'; a dense stage takes backend",
+        ),
         ("bm25@3", r"character 1: 'bm25@3': a depth applies to rerank and chunked stages only"),
     ],
 )

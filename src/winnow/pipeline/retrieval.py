@@ -150,12 +150,32 @@ class BM25(Retriever):
         return BM25Index(**self.params, cache_dir=ctx.cache_dir)
 
 
+#: The bi-encoder options a ``Dense`` stage passes on: its inference backend's and the encoder.
+DENSE_BACKEND_OPTIONS = ("backend", "calibration", "guard", "export_dir", "threads", "encoder")
+
+
+def check_backend_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """``Dense``'s backend options, checked (unknown names refused, the valid ones listed)."""
+    from winnow.rerankers.bi_encoder import BiEncoderOptions
+    from winnow.rerankers.options import check_options
+
+    for key in options:
+        if key not in DENSE_BACKEND_OPTIONS:
+            raise ConfigError(
+                f"unknown option {key!r} for a dense stage; valid: {', '.join(DENSE_BACKEND_OPTIONS)}"
+            )
+    return check_options("bi-encoder", BiEncoderOptions, options)
+
+
 class Dense(Retriever):
     """Exact dense retrieval with a sentence-transformers model (cosine similarity).
 
     With ``passages`` (MaxP) documents longer than the model's input are embedded as overlapping
     windows of ``window`` tokens every ``stride`` tokens and scored by their best window
     (:mod:`winnow.retrieval.passages`; defaults: the model's whole input, 25% overlap).
+    ``options`` are the bi-encoder's inference-backend options (``backend``, ``calibration``,
+    ``guard``, ``export_dir``, ``threads``: :mod:`winnow.rerankers.backends`), as a spec writes
+    them: ``dense:MODEL?backend=onnx&dtype=int8&calibration=texts.jsonl``.
     """
 
     def __init__(
@@ -168,10 +188,12 @@ class Dense(Retriever):
         passages: bool = False,
         window: int | None = None,
         stride: int | None = None,
+        **options: Any,
     ):
         from winnow.retrieval.passages import PassageSettings
 
         super().__init__(top_k)
+        self.options = check_backend_options(options)
         if not isinstance(passages, bool):
             raise ConfigError(f"passages must be True or False, got {passages!r}")
         if not passages and (window is not None or stride is not None):
@@ -187,12 +209,27 @@ class Dense(Retriever):
             given = [f"{k}={v}" for k, v in (("window", window), ("stride", stride)) if v]
             if given:
                 self.label += "?" + "&".join(given)
+        if self.options:  # the backend in the label: a run made on onnx is told from torch's
+            shown = [f"{k}={v}" for k, v in self.options.items() if k != "calibration"]
+            if dtype is not None:
+                shown.append(f"dtype={dtype}")
+            self.label += ("&" if "?" in self.label else "?") + "&".join(shown)
 
     def _key(self) -> tuple:
+        backend = tuple(sorted((k, repr(v)) for k, v in self.options.items()))
         if self.passages is None:
-            return ("dense", self.model, self.device, self.dtype)
+            return ("dense", self.model, self.device, self.dtype, *backend)
         p = self.passages
-        return ("dense", self.model, self.device, self.dtype, "passages", p.window, p.stride)
+        return (
+            "dense",
+            self.model,
+            self.device,
+            self.dtype,
+            "passages",
+            p.window,
+            p.stride,
+            *backend,
+        )
 
     def _identity(self, built: Any) -> list[Any]:
         from winnow.pipeline.rerank import reranker_identity
@@ -220,6 +257,7 @@ class Dense(Retriever):
             passages=p is not None,
             window=None if p is None else p.window,
             stride=None if p is None else p.stride,
+            **self.options,
         )
 
 

@@ -199,6 +199,35 @@ def _maxp(o: SpecOptions, spec: str) -> Stage:
         raise ConfigError(f"{word!r}: {exc}") from None
 
 
+def _dense(o: SpecOptions, spec: str) -> Stage:
+    """``dense:MODEL[?backend=onnx&dtype=int8&calibration=PATH...]``: dense with ``MODEL`` on an
+    inference backend (the bi-encoder's backend options and ``dtype``)."""
+    from winnow.pipeline.retrieval import DENSE_BACKEND_OPTIONS
+    from winnow.rerankers.bi_encoder import BiEncoderOptions
+    from winnow.rerankers.options import parse_text_options, split_loader_options
+    from winnow.rerankers.registry import parse_model_ref
+
+    word = f"dense:{spec}"
+    ref = parse_model_ref(spec)
+    if ref.kind is not None:
+        raise ConfigError(f"{word!r}: a dense stage embeds with a bi-encoder; name no kind")
+    if not ref.options:
+        return Dense(ref.model, device=o.device, dtype=o.dtype)
+    for key, _ in ref.options:
+        if key not in (*DENSE_BACKEND_OPTIONS, "dtype"):
+            raise ConfigError(
+                f"{word!r}: unknown option {key!r}; a dense stage takes "
+                + ", ".join((*DENSE_BACKEND_OPTIONS, "dtype"))
+                + did_you_mean(key, (*DENSE_BACKEND_OPTIONS, "dtype"))
+            )
+    try:
+        typed = parse_text_options("bi-encoder", BiEncoderOptions, dict(ref.options))
+        loader, options = split_loader_options(typed)
+        return Dense(ref.model, device=o.device, dtype=loader.get("dtype", o.dtype), **options)
+    except ConfigError as exc:
+        raise ConfigError(f"{word!r}: {exc}") from None
+
+
 WORDS: dict[str, Callable[[SpecOptions], Stage]] = {
     "bm25": lambda o: BM25(),
     "dense": lambda o: Dense(o.dense_model, device=o.device, dtype=o.dtype),
@@ -216,7 +245,7 @@ WORDS: dict[str, Callable[[SpecOptions], Stage]] = {
 
 #: ``PREFIX:ARG`` words: prefix -> (what ARG is, the factory).
 MODEL_WORDS: dict[str, tuple[str, Callable[[SpecOptions, str], Stage]]] = {
-    "dense": ("MODEL", lambda o, m: Dense(_no_options("dense", m), device=o.device, dtype=o.dtype)),
+    "dense": ("MODEL", _dense),
     "maxp": ("MODEL", _maxp),
     "colbert": ("MODEL", lambda o, m: ColBERT.from_spec(m, device=o.device, dtype=o.dtype)),
     "rocchio": (

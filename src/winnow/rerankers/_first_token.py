@@ -49,6 +49,9 @@ def _first_token_layer_class():
             k = sa.key(hidden_states).view(batch, length, heads, size).transpose(1, 2)
             v = sa.value(hidden_states).view(batch, length, heads, size).transpose(1, 2)
             mask = attention_mask
+            if mask is not None and mask.dim() == 2:
+                # FlashAttention-2 models pass the plain (batch, tokens) padding mask
+                mask = mask[:, None, None, :].bool()
             if mask is not None and mask.dim() == 4 and mask.shape[-2] > 1:
                 mask = mask[:, :, :1, :]
             ctx = F.scaled_dot_product_attention(

@@ -13,6 +13,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, ClassVar
 
 import numpy as np
@@ -119,6 +120,11 @@ def check_query(query: Any, where: str = "query") -> str:
     if not isinstance(query, str):
         raise InputError(f"{where} is {type(query).__name__}, expected str")
     return query
+
+
+def _prepared(prepare, forward, indices):
+    """One batch without look-ahead: ``forward(prepare(indices))`` in the caller's thread."""
+    return forward(prepare(indices))
 
 
 def rank_order(scores: np.ndarray) -> np.ndarray:
@@ -264,16 +270,34 @@ class Reranker(ABC):
         return None
 
     def _run_engine(
-        self, lengths, forward, desc: str = "scoring", progress: bool | None = None
+        self,
+        lengths,
+        forward,
+        desc: str = "scoring",
+        progress: bool | None = None,
+        prepare=None,
     ) -> np.ndarray:
         """Run ``forward`` over token-budget batches (see ``engine.run_batches``) with this
-        reranker's batch options; keeps the run's statistics in ``last_stats``."""
+        reranker's batch options; keeps the run's statistics in ``last_stats``.
+
+        With ``prepare`` (host work of one batch: padding, tensors, the copy to the device),
+        ``forward`` takes ``prepare(indices)``; the next batch is prepared on a background thread
+        while the current one runs when the ``overlap`` option says so (default: on CUDA only)."""
+        from winnow.rerankers._cuda import overlap_by_default
         from winnow.rerankers.engine import batch_limits, run_batches
 
         max_tokens, max_batch_size = batch_limits(dict(self.config.options), self.config.device)
+        if prepare is not None:
+            overlap = self.config.option("overlap")
+            if overlap is None:
+                overlap = overlap_by_default(self.config.device)
+            if not overlap:
+                forward = partial(_prepared, prepare, forward)
+                prepare = None
         out, self.last_stats = run_batches(
             lengths,
             forward,
+            prepare=prepare,
             max_tokens=max_tokens,
             max_batch_size=max_batch_size,
             device=self.config.device,

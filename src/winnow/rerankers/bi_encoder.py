@@ -21,9 +21,10 @@ import numpy as np
 from winnow.errors import ConfigError
 from winnow.rerankers._imports import heavy_imports
 from winnow.rerankers._torch import from_pretrained_kwargs, quantize_int8
+from winnow.rerankers.backends import BackendOptions, BackendRequest
 from winnow.rerankers.base import PairScores, Reranker, RerankerConfig
 from winnow.rerankers.cache import EMBEDDINGS, MODELS, EmbeddingMemo, model_lock
-from winnow.rerankers.options import RerankerOptions, option
+from winnow.rerankers.options import option
 from winnow.rerankers.text_encoder import TextEncoder, UnsupportedStack
 
 logger = logging.getLogger(__name__)
@@ -46,6 +47,79 @@ def load_encoder(path: str, device: str, dtype: str, choice: str = "winnow"):
     return load_sentence_transformer(path, device, dtype)
 
 
+def load_exported_encoder(path: str, request: BackendRequest, limits: tuple[int, int], name: str):
+    """winnow's ``TextEncoder`` whose transformer runs on ONNX Runtime or OpenVINO: exported once
+    (cached), for int8 quantised and guarded (see ``rerankers.backends``); pooling and the head
+    stay in winnow."""
+    from winnow.rerankers._tokens import pad_batch
+    from winnow.rerankers.backends import load_exported
+    from winnow.rerankers.engine import plan_batches, run_batches
+
+    try:
+        encoder = TextEncoder.load(path, "cpu", "float32")
+    except UnsupportedStack as exc:
+        raise ConfigError(
+            f"{name}: backend={request.backend!r} runs winnow's own encoder, which cannot reproduce "
+            f"this model's module stack ({exc}); use backend='torch'"
+        ) from exc
+
+    def feeds(texts: list[str]):
+        ids = encoder.token_ids(texts, encoder.max_seq_length)
+        lengths = np.fromiter((len(i) for i in ids), dtype=np.int64, count=len(ids))
+        for idx in plan_batches(lengths, *limits):
+            padded, mask = pad_batch([ids[i] for i in idx], encoder.pad_id)
+            yield {"input_ids": padded, "attention_mask": mask}
+
+    def outputs(run, texts: list[str]) -> np.ndarray:
+        encoder.runner = run
+        try:
+            return encoder.encode(
+                texts,
+                # serial (no look-ahead thread): the guard's own runs, on the CPU
+                run=lambda lengths, forward, prepare: run_batches(
+                    lengths,
+                    lambda idx: forward(prepare(idx)),
+                    max_tokens=limits[0],
+                    max_batch_size=limits[1],
+                )[0],
+            )
+        finally:
+            encoder.runner = None
+
+    runner = load_exported(
+        request,
+        family="text-encoder",
+        model_dir=encoder.stack.transformer_path,
+        module_factory=lambda: _token_embeddings_module(encoder.model),
+        input_names=("input_ids", "attention_mask"),
+        example=next(iter(feeds(["winnow", "a longer text to embed"]))),
+        export_options={},
+        feeds=feeds,
+        outputs=outputs,
+        metric="cosine",
+        name=name,
+    )
+    encoder.runner = runner.run
+    encoder.backend_info = runner.info
+    return encoder
+
+
+def _token_embeddings_module(model):
+    import torch
+
+    class TokenEmbeddings(torch.nn.Module):
+        """The transformer as ``forward(input_ids, attention_mask) -> last hidden state``."""
+
+        def __init__(self, model):
+            super().__init__()
+            self.model = model
+
+        def forward(self, input_ids, attention_mask):
+            return self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+    return TokenEmbeddings(model)
+
+
 def load_sentence_transformer(path: str, device: str, dtype: str):
     with heavy_imports():
         from sentence_transformers import SentenceTransformer
@@ -59,7 +133,7 @@ def load_sentence_transformer(path: str, device: str, dtype: str):
 
 
 @dataclass(frozen=True)
-class BiEncoderOptions(RerankerOptions):
+class BiEncoderOptions(BackendOptions):
     """Options of the ``bi-encoder`` kind."""
 
     query_prompt: str | None = option(None, "prefix of every query, e.g. 'query: ' for E5")
@@ -75,6 +149,9 @@ class BiEncoderOptions(RerankerOptions):
         "or sentence-transformers",
         must="winnow or sentence-transformers",
     )
+    overlap: bool | None = option(
+        None, "prepare the next batch on a background thread while one runs (default: on CUDA)"
+    )
 
 
 class BiEncoderReranker(Reranker):
@@ -84,7 +161,10 @@ class BiEncoderReranker(Reranker):
     given to the model as sentence-transformers' ``prompt``: with ``include_prompt=False`` pooling
     their tokens are left out), ``max_tokens``, ``max_batch_size``, ``show_progress``, ``memo_mb``
     (bound of the embedding memo, default 256 MiB; 0 turns it off), ``encoder`` (``"winnow"``, the
-    default, or ``"sentence-transformers"``).
+    default, or ``"sentence-transformers"``), ``overlap`` (winnow's engine: prepare the next batch
+    on a background thread while one runs; default on CUDA only), ``backend`` (``torch``,
+    ``onnx`` or ``openvino``, with ``calibration``, ``guard``, ``export_dir``, ``threads``: see
+    :mod:`winnow.rerankers.backends`).
 
     Embeddings are remembered per (model, device, dtype, max length) across instances and calls, so a
     rerank stage after dense retrieval over the same corpus does not embed the documents again.
@@ -103,10 +183,25 @@ class BiEncoderReranker(Reranker):
         choice = c.option("encoder", "winnow")
         if choice not in ENCODERS:
             raise ConfigError(f"encoder must be one of {', '.join(ENCODERS)}, got {choice!r}")
+        request = BackendRequest.from_config(c)
         key = ("bi-encoder", c.model, c.device, c.dtype, choice)
-        self.model = MODELS.get_or_create(
-            key, lambda: load_encoder(c.model, c.device, c.dtype, choice)
-        )
+        if request.backend == "torch":
+            self.model = MODELS.get_or_create(
+                key, lambda: load_encoder(c.model, c.device, c.dtype, choice)
+            )
+        else:
+            if choice != "winnow":
+                raise ConfigError(
+                    f"backend={request.backend!r} runs winnow's encoder; encoder='{choice}' "
+                    "runs torch only"
+                )
+            from winnow.rerankers.engine import batch_limits
+
+            limits = batch_limits(dict(c.options), c.device)
+            key = (*key, *request.cache_part)
+            self.model = MODELS.get_or_create(
+                key, lambda: load_exported_encoder(c.model, request, limits, self.name)
+            )
         model_max = int(self.model.max_seq_length or 512)
         self._max_length = min(int(c.max_length), model_max) if c.max_length else model_max
         memo_mb = c.option("memo_mb", DEFAULT_MEMO_MB)
@@ -142,17 +237,39 @@ class BiEncoderReranker(Reranker):
             if not Path(c.model).is_dir():
                 self.load()
                 if isinstance(self.model, TextEncoder):
-                    return self.model.identity()
+                    return {**self.model.identity(), **self._backend_identity()}
             else:
                 try:
                     stack = read_stack(c.model)
                 except UnsupportedStack:
                     pass
                 else:
-                    return {"engine": TextEncoder.engine, **stack.identity()}
+                    return {
+                        "engine": TextEncoder.engine,
+                        **stack.identity(),
+                        **self._backend_identity(),
+                    }
         import sentence_transformers
 
         return {"engine": "sentence-transformers", "version": sentence_transformers.__version__}
+
+    def _backend_identity(self) -> dict:
+        """The backend's part of the identity: empty for torch (keys made before backends stay)."""
+        backend = self.config.option("backend", "torch")
+        if backend == "torch":
+            return {}
+        sample = self.config.option("calibration")
+        digest = None if sample is None or self.config.dtype != "int8" else sample.digest
+        return {"backend": backend, "calibration": digest}
+
+    @property
+    def backend_info(self) -> dict:
+        """Backend, dtype asked and used, export folder and int8 guard figures."""
+        self.load()
+        info = getattr(self.model, "backend_info", None)
+        if info is None:
+            return {"backend": "torch", "dtype": self.config.dtype, "dtype_used": self.config.dtype}
+        return dict(info)
 
     def score_identity(self) -> list:
         """Scores depend on the encoding path too (see ``embedding_identity``)."""

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from winnow.rerankers._overlap import Lookahead
 from winnow.rerankers.devices import empty_cache, is_oom
 
 logger = logging.getLogger(__name__)
@@ -49,6 +50,8 @@ class BatchStats:
     padded_tokens: int = 0
     oom_splits: int = 0
     batch_sizes: list[int] = field(default_factory=list)
+    #: Batches whose inputs were prepared on the look-ahead thread while the batch before ran.
+    prepared_ahead: int = 0
 
     @property
     def padding_efficiency(self) -> float:
@@ -62,6 +65,7 @@ class BatchStats:
         self.padded_tokens += other.padded_tokens
         self.oom_splits += other.oom_splits
         self.batch_sizes.extend(other.batch_sizes)
+        self.prepared_ahead += other.prepared_ahead
 
 
 def plan_batches(
@@ -98,12 +102,17 @@ def run_batches(
     device: str = "cpu",
     progress: bool = False,
     desc: str = "scoring",
+    prepare: Callable[[np.ndarray], Any] | None = None,
 ) -> tuple[np.ndarray, BatchStats]:
     """Run ``forward`` over all items in token-budget batches and return results in input order.
 
     ``forward(indices)`` receives the indices of one batch (into the caller's items) and returns an
     array whose first dimension is ``len(indices)``. The returned array has the same trailing shape
     and dtype, with row ``i`` holding item ``i``'s result.
+
+    With ``prepare``, ``forward`` receives ``prepare(indices)`` instead of the indices, and the next
+    batch's ``prepare`` runs on a background thread while ``forward`` runs on the current one (see
+    ``_overlap``): the same results, in the same order; an exception from either propagates.
     """
     lengths = np.asarray(lengths, dtype=np.int64)
     stats = BatchStats(items=len(lengths))
@@ -118,12 +127,23 @@ def run_batches(
 
         bar = tqdm(total=len(lengths), desc=desc, unit="item", leave=False)
     budget = max_tokens
+    ahead = Lookahead(prepare) if prepare is not None else None
     try:
         while pending:
             idx = pending.pop(0)
             try:
-                result = np.asarray(forward(idx))
+                if ahead is None:
+                    result = np.asarray(forward(idx))
+                else:
+                    inputs = ahead.take(idx)
+                    if pending:
+                        ahead.start(pending[0])
+                    result = np.asarray(forward(inputs))
+                    inputs = None
             except Exception as exc:
+                if ahead is not None:
+                    inputs = None
+                    ahead.drop()  # planned for batches the split below replaces
                 if not is_oom(exc) or len(idx) == 1:
                     raise
                 # Out of memory: halve the budget, re-plan this batch and everything after it.
@@ -159,6 +179,9 @@ def run_batches(
             if bar is not None:
                 bar.update(len(idx))
     finally:
+        if ahead is not None:
+            ahead.close()
+            stats.prepared_ahead = ahead.hits
         if bar is not None:
             bar.close()
     assert out is not None  # at least one batch ran

@@ -70,8 +70,26 @@ def load_reranker(
     kind = kind or infer_kind(path)
     cls = get_kind(kind)
     check_options(kind, cls.options_class, options)
+    if options.get("calibration") is not None:
+        from winnow.rerankers.backends.calibration import calibration_sample
+
+        # read once, here: the sample's sha256 (not its texts) keys the caches from now on
+        options["calibration"] = calibration_sample(
+            options["calibration"], pairs=kind != "bi-encoder"
+        )
+    if device is None and options.get("backend") in ("onnx", "openvino"):
+        device = "cpu"  # the exported backends run on the CPU, GPU or not
     resolved_device = resolve_device(device)
     resolved_dtype = resolve_dtype(dtype, resolved_device)
+    from winnow.rerankers.backends import BackendOptions, check_backend
+
+    if issubclass(cls.options_class, BackendOptions):  # refused now, not at first use
+        backend = check_backend(options.get("backend", "torch"), resolved_dtype, resolved_device)
+        if backend == "torch" and options.get("calibration") is not None:
+            raise ConfigError(
+                "calibration= is the sample of static int8 on backend='onnx' or 'openvino'; "
+                "torch's dtype='int8' is dynamic and takes none"
+            )
     if max_length is not None and (not isinstance(max_length, int) or max_length < 8):
         raise ConfigError(f"max_length must be an integer >= 8, got {max_length!r}")
     config = RerankerConfig(

@@ -20,10 +20,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from winnow.rerankers._cuda import device_copier, load_pretrained
 from winnow.rerankers._imports import heavy_imports
 from winnow.rerankers._st_stack import Stack, UnsupportedStack, load_dense, pool, read_stack
 from winnow.rerankers._tokens import encode_texts, pad_batch
-from winnow.rerankers._torch import from_pretrained_kwargs, prepare_model
+from winnow.rerankers._torch import prepare_model
 
 #: Name of the encoding path in cache keys; bump when the numbers it gives change.
 ENGINE_NAME = "winnow-text-encoder-v1"
@@ -110,6 +111,11 @@ class TextEncoder:
             if spec is not None
         }
         self._prompt_lengths: dict[str, int] = {}
+        #: ``run(feeds) -> token embeddings`` of an ONNX Runtime / OpenVINO backend (numpy in and
+        #: out, see ``rerankers.backends``); None: the torch model
+        self.runner = None
+        #: what the backend is (``BiEncoderReranker.backend_info``); None: torch
+        self.backend_info = None
         hidden = int(model.config.hidden_size)
         dim = hidden * len(stack.pooling)
         for _step, spec in stack.head:
@@ -133,7 +139,8 @@ class TextEncoder:
             raise UnsupportedStack(f"{type(tokenizer).__name__} is not a fast tokenizer")
         if stack.do_lower_case:
             _lowercase_first(tokenizer)
-        model = AutoModel.from_pretrained(stack.transformer_path, **from_pretrained_kwargs(dtype))
+        # on CUDA: FlashAttention-2 or SDPA (see _cuda); elsewhere the same call as ever
+        model = load_pretrained(AutoModel, stack.transformer_path, device, dtype)
         if getattr(model.config, "is_decoder", False) or getattr(
             model.config, "is_encoder_decoder", False
         ):
@@ -187,15 +194,28 @@ class TextEncoder:
     # -- the model ---------------------------------------------------------------------------
     def _token_embeddings(self, input_ids, attention_mask):
         """The transformer's last hidden state (batch, tokens, hidden); a backend replaces this."""
+        if self.runner is not None:
+            import torch
+
+            feeds = {"input_ids": input_ids.numpy(), "attention_mask": attention_mask.numpy()}
+            return torch.from_numpy(self.runner(feeds))
         return self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
 
+    def _batch_inputs(self, ids: list[list[int]], to_device):
+        """Padded (input_ids, attention_mask) of one batch on the device (host work only);
+        ``to_device`` is a ``_cuda.device_copier``."""
+        padded, mask = pad_batch(ids, self.pad_id)
+        return to_device(padded), to_device(mask)
+
     def _embed_batch(self, ids: list[list[int]], prompt_length: int) -> np.ndarray:
+        inputs = self._batch_inputs(ids, device_copier(self.device))
+        return self._embed_inputs(inputs, prompt_length)
+
+    def _embed_inputs(self, inputs, prompt_length: int) -> np.ndarray:
         import torch
         import torch.nn.functional as F
 
-        padded, mask = pad_batch(ids, self.pad_id)
-        input_ids = torch.from_numpy(padded).to(self.device)
-        attention_mask = torch.from_numpy(mask).to(self.device)
+        input_ids, attention_mask = inputs
         with torch.inference_mode():
             tokens = self._token_embeddings(input_ids, attention_mask).float()
             emb = pool(tokens, attention_mask, self.stack.pooling, prompt_length)
@@ -214,8 +234,8 @@ class TextEncoder:
     ) -> np.ndarray:
         """L2-normalised float32 embeddings of ``texts`` (each given once), in their order.
 
-        ``run(lengths, forward)`` is the batching engine (``Reranker._run_engine``) with the
-        caller's token budget.
+        ``run(lengths, forward, prepare=...)`` is the batching engine (``Reranker._run_engine``)
+        with the caller's token budget and look-ahead setting.
         """
         prompt = self.resolve_prompt(prompt)
         inputs = [prompt + t for t in texts] if prompt else texts
@@ -224,7 +244,12 @@ class TextEncoder:
         lengths = np.fromiter((len(i) for i in ids), dtype=np.int64, count=len(ids))
         skip = min(self.prompt_length(prompt), limit)
 
-        def forward(idx: np.ndarray) -> np.ndarray:
-            return self._embed_batch([ids[i] for i in idx], skip)
+        to_device = device_copier(self.device)  # here, in the thread that runs the model
 
-        return run(lengths, forward)
+        def prepare(idx: np.ndarray):
+            return self._batch_inputs([ids[i] for i in idx], to_device)
+
+        def forward(inputs) -> np.ndarray:
+            return self._embed_inputs(inputs, skip)
+
+        return run(lengths, forward, prepare=prepare)
