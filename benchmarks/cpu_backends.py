@@ -206,6 +206,12 @@ def _exact(name: str) -> bool:
     return name.endswith("float32") or name == "infinity-emb"
 
 
+def fell_back(r: dict) -> bool:
+    """Whether an int8 row's guard refused int8 and the row ran the exact float32 model instead
+    (winnow logs it; see rerankers/backends/guard.py): such a row is no fast mode."""
+    return any("fails its quality guard" in line for line in r.get("log") or [])
+
+
 def summarise(fam: dict, family: str) -> dict:
     """winnow's best exact and fast rows against the targets and against every peer's best row
     (exact: the peer's fastest exact row; fast: its fastest row of any mode, whose quality winnow
@@ -229,7 +235,10 @@ def summarise(fam: dict, family: str) -> dict:
         ours = {
             n: r
             for n, r in ran.items()
-            if r["peer"] == "winnow" and _exact(n) == (mode == "exact") and clears(n, r)
+            if r["peer"] == "winnow"
+            and _exact(n) == (mode == "exact")
+            and not fell_back(r)
+            and clears(n, r)
         }
         peers: dict[str, tuple[str, dict]] = {}
         for n, r in ran.items():
@@ -444,6 +453,7 @@ def print_report(report: dict) -> None:
             print(
                 f"  {name:<24}{r['per_s']:>9.1f}{r['ratio_vs_reference']:>7.2f}x  {q:<19}"
                 f"{mem['load']:>9.0f}{mem['score']:>10.0f}{r['load_seconds']:>8.1f}"
+                + ("  (int8 refused by its guard: ran float32)" if fell_back(r) else "")
             )
         for name, per in (fam.get("ndcg") or {}).items():
             if "status" in per:

@@ -129,3 +129,34 @@ def test_a_rows_peak_memory_is_its_own_process_not_the_parents():
     child = float(proc.stdout)
     del parent
     assert 0 < child < 200  # numpy and the rows module: tens of MiB, not the parent's 400
+
+
+def test_an_int8_row_that_fell_back_to_float32_is_no_fast_mode():
+    """The guard's fallback runs the exact model under the int8 row's name: the summary must not
+    report it as winnow's fast mode (the quiet-machine run of 2026-12-01 did, at 1.58x)."""
+    sys.path.insert(0, str(SCRIPT.parent))
+    try:
+        from cpu_backends import summarise
+    finally:
+        sys.path.remove(str(SCRIPT.parent))
+
+    def row(peer, ratio, spearman, log=()):
+        return {
+            "peer": peer,
+            "ratio_vs_reference": ratio,
+            "spearman_vs_reference": spearman,
+            "max_abs_diff_vs_reference": 0.0 if spearman == 1.0 else 0.01,
+            "log": list(log),
+        }
+
+    refused = "WARNING ...: int8 m on onnx fails its quality guard: spearman 0.94; using the exact"
+    fam = {
+        "rows": {
+            "st-torch-float32": row("sentence-transformers", 1.0, 1.0),
+            "winnow-torch-float32": row("winnow", 1.5, 1.0),
+            "winnow-onnx-int8": row("winnow", 1.6, 1.0, [refused]),
+        }
+    }
+    assert summarise(fam, "cross-encoder")["fast"]["winnow_row"] is None
+    fam["rows"]["winnow-onnx-int8"]["log"] = []  # int8 that passed its guard counts
+    assert summarise(fam, "cross-encoder")["fast"]["winnow_row"] == "winnow-onnx-int8"
