@@ -37,14 +37,17 @@ MODES = [("torch", "float32"), ("onnx", "float32"), ("openvino", "float32")]
 MODES += [("onnx", "int8"), ("openvino", "int8")]
 
 
-def cranfield_pairs(data_dir: Path, qids: list[str], depth: int, ds, bm25):
-    queries = {q: ds.queries[q] for q in qids}
-    run = bm25.search(queries, top_k=depth)
-    return [
-        (queries[q], ds.corpus[d].full_text)
-        for q in qids
-        for d, _ in sorted(run[q].items(), key=lambda kv: -kv[1])
-    ]
+def split_pairs(data_dir: str, n_queries: int, depth: int):
+    """Cranfield's BM25 pairs (``rerank_throughput.real_pairs``) of the first ``n_queries`` queries,
+    and those of the other queries (the int8 calibration pool)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from rerank_throughput import real_pairs
+    from winnow.data import load_dataset
+
+    ds = load_dataset("cranfield", data_dir=data_dir)
+    first = {ds.queries[q] for q in sorted(ds.queries, key=int)[:n_queries]}
+    pairs = real_pairs(Path(data_dir), len(ds.queries), depth)
+    return [p for p in pairs if p[0] in first], [p for p in pairs if p[0] not in first]
 
 
 def timed(fn):
@@ -182,18 +185,14 @@ def main(argv: list[str] | None = None) -> int:
 
     from winnow.data import load_dataset
     from winnow.rerankers.hub import resolve_model_path
-    from winnow.retrieval import BM25Index
     from winnow.testing import build_minilm_cross_encoder
 
     ds = load_dataset("cranfield", data_dir=str(Path(args.data_dir)))
-    qids = sorted(ds.queries, key=int)
     out = {"threads": torch.get_num_threads(), "torch": torch.__version__, "models": {}}
     with tempfile.TemporaryDirectory() as tmp:
         export_dir = str(Path(tmp) / "exports")
         if "cross-encoder" in args.models:
-            bm25 = BM25Index().index(ds.corpus)
-            pairs = cranfield_pairs(args.data_dir, qids[: args.queries], args.depth, ds, bm25)
-            other = cranfield_pairs(args.data_dir, qids[args.queries :], args.depth, ds, bm25)
+            pairs, other = split_pairs(args.data_dir, args.queries, args.depth)
             step = max(1, len(other) // args.calibration)
             calibration = other[::step][: args.calibration]
             path = str(build_minilm_cross_encoder(Path(tmp) / "minilm-ce"))
