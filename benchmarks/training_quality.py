@@ -9,8 +9,9 @@ On one collection split 60/40 by query (``train@0.6`` / ``test@0.6``), all on CP
    at most N rows per query are kept (first in file order; default: all). The weakest positive of a
    query is the margin's reference, so a collection with many positives per query (CISI: ~40)
    needs a deeper ``--range-max`` to find negatives below it;
-2. the guide: ``winnow train cross-encoder`` (BCE, ``--guide-epochs``) from all-MiniLM-L6-v2 on its
-   own ``labeled-pair`` file of the same train queries: every positive (label 1) and
+2. the guide (unless ``--guide SPEC`` names one, e.g. ``bi-encoder:MODEL``, the frozen base as
+   GISTEmbed's guide): ``winnow train cross-encoder`` (BCE, ``--guide-epochs``) from
+   all-MiniLM-L6-v2 on its own ``labeled-pair`` file of the same train queries: every positive (label 1) and
    ``--guide-negatives`` random BM25 candidates of the top ``--guide-range-max`` that are not
    positives (label 0, no margin filter), since a cross-encoder trained from a bi-encoder needs
    many more pairs than the student's rows (no real cross-encoder is available offline);
@@ -78,6 +79,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--learning-rate", type=float, default=5e-5)
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--guide-dtype", default="float32")
+    parser.add_argument(
+        "--guide",
+        default=None,
+        help="an existing reranker spec as the guide (e.g. bi-encoder:MODEL) instead of training one",
+    )
     parser.add_argument("--skip", default="", help="runs to leave out, e.g. guided-unfiltered")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
@@ -115,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     results: dict[str, dict] = {}
     guide_rows = work / "guide-pairs.jsonl"
-    if not guide_rows.is_file():
+    if not args.guide and not guide_rows.is_file():
         winnow(
             "mine",
             *data,
@@ -126,7 +132,10 @@ def main(argv: list[str] | None = None) -> int:
             env=env,
         )
     guide = work / "guide-ce"
-    if not guide.is_dir():
+    guide_spec = args.guide or f"cross-encoder:{guide}"
+    if args.guide:
+        pass  # the user's guide: nothing to train
+    elif not guide.is_dir():
         out = winnow(
             "train",
             "cross-encoder",
@@ -139,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
         results["guide-ce"] = json.loads(out)
     else:
         results["guide-ce"] = json.loads((guide / "training.json").read_text())
+    # a guided run's folder is named after its guide unless it is the trained cross-encoder
+    suffix = "" if not args.guide else "-" + args.guide.replace(":", "-").replace("/", "_")
 
     runs = {
         "mnrl": ["--loss", "mnrl"],
@@ -147,11 +158,11 @@ def main(argv: list[str] | None = None) -> int:
     }
     runs = {k: v for k, v in runs.items() if k not in args.skip.split(",")}
     for name, extra in runs.items():
-        folder = work / name
+        folder = work / (name + suffix if name.startswith("guided") else name)
         if name.startswith("guided"):
             extra = [
                 *extra,
-                *("--guide", f"cross-encoder:{guide}", "--guide-max-length", str(args.max_length)),
+                *("--guide", guide_spec, "--guide-max-length", str(args.max_length)),
                 *("--guide-dtype", args.guide_dtype),
                 "--no-contrast-positives",
             ]
@@ -177,8 +188,10 @@ def main(argv: list[str] | None = None) -> int:
         model = SentenceTransformer(resolve_model_path(BASE))
         model.max_seq_length = args.max_length
         model.save_pretrained(str(base))
-    systems = [f"dense:{base}"] + [f"dense:{work / name}" for name in runs]
-    guide_systems = ["bm25", f"bm25 % 100 >> rerank:cross-encoder:{guide}"]
+    systems = [f"dense:{base}"] + [
+        f"dense:{work / (name + suffix if name.startswith('guided') else name)}" for name in runs
+    ]
+    guide_systems = ["bm25", f"bm25 % 100 >> rerank:{guide_spec}"]
     out = winnow(
         "eval",
         *data,
@@ -191,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     metrics = json.loads(out)
     report = {
         "dataset": args.dataset,
+        "guide": guide_spec,
         "train_rows": rows,
         "test_queries": metrics["queries"],
         "mine_seconds": round(timings["mine"], 1),
@@ -213,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
                 row["reranker_calls"] = r["guide"]["reranker_calls"]
                 row["unfiltered_calls"] = r["guide"]["unfiltered_pairs"]
         report["systems"][label] = row
-    if "guide-ce" in results:
+    if "guide-ce" in results and not args.guide:
         report["guide_train_seconds"] = results["guide-ce"]["seconds"]
         report["guide_train_rows"] = results["guide-ce"]["rows"]
     report["guide_as_reranker"] = {

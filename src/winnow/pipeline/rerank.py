@@ -120,6 +120,7 @@ class RescoreStage(Stage):
                         f"the run ranks document {doc_id!r} for query {qid!r}, but it is not in "
                         f"the corpus of {ctx.dataset.name!r}"
                     )
+        self._calibrate(queries, qids, heads, ctx)
         pairs = sum(len(h) for h in heads.values())
         with ctx.timed(self.label, self.phase, len(qids)) as record:
             record.pairs = pairs
@@ -134,6 +135,16 @@ class RescoreStage(Stage):
                 if cache_path is not None:
                     write_json_atomic(cache_path, scores)
         return {qid: stack_tail(scores[qid], tails[qid]) for qid in qids}
+
+    def _calibrate(
+        self, queries: Mapping[str, str], qids: list[str], heads: dict[str, list[str]], ctx: Context
+    ) -> None:
+        """Static int8 (onnx / openvino) asked with no sample: the stage's own pairs calibrate it.
+
+        Only :class:`Rerank` does so (it scores whole documents, so its pairs are the ones the
+        model sees); other stages leave the reranker as given (it then refuses with the message
+        that asks for ``calibration=``).
+        """
 
     # -- cache ---------------------------------------------------------------------------------
     def _cache_path(
@@ -178,6 +189,33 @@ class Rerank(RescoreStage):
 
     def settings(self) -> list[Any]:
         return [*super().settings(), "full_text"]
+
+    def _calibrate(
+        self, queries: Mapping[str, str], qids: list[str], heads: dict[str, list[str]], ctx: Context
+    ) -> None:
+        from winnow.rerankers.backends.calibration import needs_calibration, sample_from_pairs
+        from winnow.rerankers.loading import load_reranker
+
+        # the reranker as given: each call calibrates on its own pairs, never on an earlier call's
+        given = self._given = getattr(self, "_given", None) or self.reranker
+        c = given.config
+        if not needs_calibration(c.option("backend"), c.dtype, c.option("calibration")):
+            return
+        corpus = ctx.dataset.corpus
+        pairs = [(queries[qid], corpus[d].full_text) for qid in qids for d in heads[qid]]
+        sample = sample_from_pairs(pairs, f"the (query, document) pairs {self.label} scores")
+        options = {k: v for k, v in c.options if k != "calibration"}
+        self.reranker = load_reranker(
+            c.model,
+            c.kind,
+            device=c.device,
+            dtype=c.dtype,
+            max_length=c.max_length,
+            activation=c.activation,
+            calibration=sample,
+            **options,
+        )
+        logger.info("%s: int8 calibrated on %s of %s", self.label, sample, ctx.dataset.name)
 
     def score(
         self, texts: list[str], docs: list[list[Document]], ctx: Context

@@ -245,9 +245,19 @@ class Dense(Retriever):
         return identity
 
     def _build(self, ctx: Context) -> Any:
+        from winnow.rerankers.backends.calibration import needs_calibration, sample_from_texts
         from winnow.retrieval import DenseIndex
 
         p = self.passages
+        options = dict(self.options)
+        if needs_calibration(options.get("backend"), self.dtype, options.get("calibration")):
+            # static int8 with no sample given: calibrate on the collection's own texts (seeded)
+            options["calibration"] = sample_from_texts(
+                [d.full_text for d in ctx.dataset.corpus.values()],
+                list(ctx.dataset.queries.values()),
+                f"the documents and queries of {ctx.dataset.name!r}",
+            )
+            logger.info("%s: int8 calibrated on %s", self.label, options["calibration"])
         return DenseIndex(
             self.model,
             cache_dir=ctx.cache_dir,
@@ -257,7 +267,7 @@ class Dense(Retriever):
             passages=p is not None,
             window=None if p is None else p.window,
             stride=None if p is None else p.stride,
-            **self.options,
+            **options,
         )
 
 

@@ -138,3 +138,57 @@ def calibration_sample(value: Any, pairs: bool) -> CalibrationSample | None:
         )
     items_t = tuple(items)
     return CalibrationSample(items_t, pairs, _digest(items_t, pairs), source)
+
+
+# -- a sample made from the collection (``winnow eval``) ------------------------------------------
+#: Items of an automatic sample: 512 to calibrate from (the first MAX_CALIBRATION used) and 128
+#: held out for the guard; a seeded draw, so the same collection always gives the same sample.
+AUTO_ITEMS = 640
+AUTO_SEED = 0
+
+
+def needs_calibration(backend: Any, dtype: Any, calibration: Any) -> bool:
+    """Whether a model asked for static int8 (onnx / openvino) was given no sample."""
+    return dtype == "int8" and backend in ("onnx", "openvino") and calibration is None
+
+
+def _draw(items: list, n: int, seed: int) -> list:
+    import numpy as np
+
+    if len(items) <= n:
+        order = np.random.default_rng(seed).permutation(len(items))
+    else:
+        order = np.random.default_rng(seed).choice(len(items), size=n, replace=False)
+    return [items[i] for i in order]
+
+
+def sample_from_texts(
+    documents: list[str], queries: list[str], source: str, *, n: int = AUTO_ITEMS
+) -> CalibrationSample:
+    """A seeded sample of a collection's own texts for a bi-encoder: three quarters documents,
+    a quarter queries (both are embedded), mixed so that the guard's held-out fifth has both."""
+    docs = sorted({t for t in documents if t.strip()})
+    qs = sorted({t for t in queries if t.strip()})
+    n_queries = min(len(qs), n // 4)
+    picked = _draw(docs, n - n_queries, AUTO_SEED) + _draw(qs, n_queries, AUTO_SEED + 1)
+    return calibration_sample_of(_draw(picked, len(picked), AUTO_SEED + 2), False, source)
+
+
+def sample_from_pairs(
+    pairs: list[tuple[str, str]], source: str, *, n: int = AUTO_ITEMS
+) -> CalibrationSample:
+    """A seeded sample of the (query, document) pairs a stage is about to score."""
+    unique = sorted({p for p in pairs if p[0].strip() and p[1].strip()})
+    return calibration_sample_of(_draw(unique, n, AUTO_SEED), True, source)
+
+
+def calibration_sample_of(items: list, pairs: bool, source: str) -> CalibrationSample:
+    """``items`` (checked as :func:`calibration_sample` checks a list) labelled with ``source``."""
+    if len(items) < MIN_ITEMS:
+        what = "distinct (query, document) pairs" if pairs else "distinct texts"
+        raise ConfigError(
+            f"static int8 calibrates on {source}, which has {len(items)} {what}; it needs at "
+            f"least {MIN_ITEMS}: give calibration=PATH, or use dtype='float32'"
+        )
+    sample = calibration_sample(items, pairs)
+    return CalibrationSample(sample.items, pairs, sample.digest, source)
