@@ -186,6 +186,8 @@ class Rerank(RescoreStage):
     ):
         super().__init__(reranker, depth, batch_queries)
         self.label = f"rerank:{short_model_name(name or reranker.name)}"
+        #: the reranker as given, when ``_calibrate`` replaced it with a calibrated one
+        self._given: Reranker | None = None
 
     def settings(self) -> list[Any]:
         return [*super().settings(), "full_text"]
@@ -197,7 +199,7 @@ class Rerank(RescoreStage):
         from winnow.rerankers.loading import load_reranker
 
         # the reranker as given: each call calibrates on its own pairs, never on an earlier call's
-        given = self._given = getattr(self, "_given", None) or self.reranker
+        given = self._given = self._given or self.reranker
         c = given.config
         if not needs_calibration(c.option("backend"), c.dtype, c.option("calibration")):
             return
