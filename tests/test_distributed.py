@@ -330,6 +330,37 @@ def test_eval_on_daft_gives_the_local_metrics(tiny_bert, tiny_bi_encoder, tmp_pa
         }
 
 
+def test_int8_auto_calibration_on_daft_equals_local(tiny_bert, tiny_bi_encoder, tmp_path):
+    """Static int8 with no sample: the Daft engine draws the same sample from the collection as
+    the local one (dense: its texts; rerank: the stage's pairs), so metrics and cache keys agree."""
+    pytest.importorskip("onnxruntime")
+    root = _beir(tmp_path / "tiny")
+    exports = tmp_path / "exports"
+    int8 = f"backend=onnx&dtype=int8&export_dir={exports}"
+    args = [
+        "eval", "--dataset", str(root), "--systems",
+        f"dense:{tiny_bi_encoder}?{int8},bm25 % 10 >> rerank:cross-encoder:{tiny_bert}?{int8}",
+        "--device", "cpu", "--no-progress", "--no-plot",
+    ]  # fmt: skip
+    assert main([*args, "--cache-dir", str(tmp_path / "c1"), "--output", str(tmp_path / "l")]) == 0
+    daft_args = ["--cache-dir", str(tmp_path / "c2"), "--output", str(tmp_path / "d")]
+    assert main([*args, *daft_args, "--engine", "daft"]) == 0
+    local = json.loads((tmp_path / "l" / "metrics.json").read_text())
+    remote = json.loads((tmp_path / "d" / "metrics.json").read_text())
+    assert local["systems"].keys() == remote["systems"].keys()
+    for name, entry in local["systems"].items():
+        for metric in local["metrics"]:
+            assert remote["systems"][name][metric] == pytest.approx(entry[metric], abs=1e-9)
+    for sub in ("rerank", "search", "dense"):
+        names = {p.name for p in (tmp_path / "c1" / sub).iterdir() if not p.name.startswith(".")}
+        assert names and names == {
+            p.name for p in (tmp_path / "c2" / sub).iterdir() if not p.name.startswith(".")
+        }
+    # one int8 file per model: both engines calibrated on the same sample
+    int8_dirs = sorted(p.name for p in exports.rglob("int8-*") if p.is_dir())
+    assert len(int8_dirs) == 2
+
+
 def test_on_engine_rebuilds_the_branches_of_a_fused_stage(tiny_bi_encoder):
     """A fusion is one Fused stage: on_engine moves its dense branch to Daft, keeps the fusion."""
     from winnow.distributed.stages import DaftDense, on_engine
@@ -345,3 +376,20 @@ def test_on_engine_rebuilds_the_branches_of_a_fused_stage(tiny_bi_encoder):
     assert type(fused.branches[1].stages[0]) is DaftDense
     assert type(stage.stages[0].branches[1].stages[0]) is Dense  # the given stage is unchanged
     assert moved.label == stage.label
+
+
+def test_on_engine_keeps_a_dense_stages_backend_options_and_passages(tiny_bi_encoder):
+    """``dense:M?backend=onnx...`` and ``maxp:M?window=...`` on Daft are the same stages, not
+    torch ones over whole documents (on_engine used to drop both)."""
+    from winnow.distributed.stages import DaftDense, on_engine
+    from winnow.pipeline import parse_system
+
+    onnx = parse_system(f"dense:{tiny_bi_encoder}?backend=onnx&dtype=int8&guard=refuse")
+    moved = on_engine(onnx, EngineOptions(workers=1))
+    assert type(moved) is DaftDense
+    assert moved.options == onnx.options == {"backend": "onnx", "guard": "refuse"}
+    assert moved.dtype == "int8" and moved._key() == onnx._key()
+    maxp = parse_system(f"maxp:{tiny_bi_encoder}?window=16&stride=8")
+    moved = on_engine(maxp, EngineOptions(workers=1))
+    assert type(moved) is DaftDense and moved.passages == maxp.passages
+    assert moved._key() == maxp._key() and moved.label == maxp.label

@@ -115,14 +115,7 @@ class DaftDense(Dense):
         self.engine = engine or EngineOptions()
 
     def _build(self, ctx: Context) -> Any:
-        return DaftDenseIndex(
-            self.model,
-            cache_dir=ctx.cache_dir,
-            device=self.device,
-            dtype=self.dtype,
-            show_progress=ctx.progress,
-            engine=self.engine,
-        )
+        return DaftDenseIndex(self.model, engine=self.engine, **self._index_kwargs(ctx))
 
 
 def on_engine(stage: Stage, engine: EngineOptions) -> Stage:
@@ -142,8 +135,19 @@ def on_engine(stage: Stage, engine: EngineOptions) -> Stage:
         out.label = stage.label
         return out
     if type(stage) is Dense:
+        # every setting of the stage: its backend options and passages too (a stage on onnx must
+        # not become a torch one on the engine)
+        p = stage.passages
         out = DaftDense(
-            stage.model, stage.top_k, device=stage.device, dtype=stage.dtype, engine=engine
+            stage.model,
+            stage.top_k,
+            device=stage.device,
+            dtype=stage.dtype,
+            passages=p is not None,
+            window=None if p is None else p.window,
+            stride=None if p is None else p.stride,
+            engine=engine,
+            **stage.options,
         )
         out.label = stage.label
         return out

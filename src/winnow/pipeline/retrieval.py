@@ -244,9 +244,10 @@ class Dense(Retriever):
             identity.append(["passages", p.window, p.stride, PASSAGE_SPLITTER])
         return identity
 
-    def _build(self, ctx: Context) -> Any:
+    def _index_kwargs(self, ctx: Context) -> dict[str, Any]:
+        """The :class:`~winnow.retrieval.DenseIndex` keywords of this stage in ``ctx`` (its
+        engine twin, ``winnow.distributed.DaftDense``, builds its index from the same)."""
         from winnow.rerankers.backends.calibration import needs_calibration, sample_from_texts
-        from winnow.retrieval import DenseIndex
 
         p = self.passages
         options = dict(self.options)
@@ -258,8 +259,7 @@ class Dense(Retriever):
                 f"the documents and queries of {ctx.dataset.name!r}",
             )
             logger.info("%s: int8 calibrated on %s", self.label, options["calibration"])
-        return DenseIndex(
-            self.model,
+        return dict(
             cache_dir=ctx.cache_dir,
             device=self.device,
             dtype=self.dtype,
@@ -269,6 +269,11 @@ class Dense(Retriever):
             stride=None if p is None else p.stride,
             **options,
         )
+
+    def _build(self, ctx: Context) -> Any:
+        from winnow.retrieval import DenseIndex
+
+        return DenseIndex(self.model, **self._index_kwargs(ctx))
 
 
 class ColBERT(Retriever):
