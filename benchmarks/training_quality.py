@@ -30,8 +30,10 @@ On one collection split 60/40 by query (``train@0.6`` / ``test@0.6``), all on CP
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -148,8 +150,12 @@ def main(argv: list[str] | None = None) -> int:
         results["guide-ce"] = json.loads(out)
     else:
         results["guide-ce"] = json.loads((guide / "training.json").read_text())
-    # a guided run's folder is named after its guide unless it is the trained cross-encoder
-    suffix = "" if not args.guide else "-" + args.guide.replace(":", "-").replace("/", "_")
+    # a guided run's folder is named after its guide unless it is the trained cross-encoder: a
+    # readable, spec-safe name ("dense:FOLDER" must not read as options) and a hash of the spec
+    suffix = ""
+    if args.guide:
+        readable = re.sub(r"[^A-Za-z0-9._-]+", "_", args.guide)[-60:]
+        suffix = f"-{readable}-{hashlib.sha256(args.guide.encode()).hexdigest()[:8]}"
 
     runs = {
         "mnrl": ["--loss", "mnrl"],

@@ -104,7 +104,25 @@ def test_dense_int8_in_a_pipeline_calibrates_on_the_collection(
     assert given.retriever(ctx2).encoder.config.option("calibration").source == str(calib)
 
 
-def test_rerank_int8_in_a_pipeline_calibrates_on_its_own_pairs(fresh_cache, tiny_bert, tmp_path):
+def _spy_rerankers(monkeypatch) -> list:
+    """The reranker each ``Rerank.score`` call is given, in order."""
+    from winnow.pipeline.rerank import Rerank
+
+    seen: list = []
+    score = Rerank.score
+
+    def spy(self, texts, docs, ctx, reranker=None):
+        seen.append(reranker)
+        return score(self, texts, docs, ctx, reranker)
+
+    monkeypatch.setattr(Rerank, "score", spy)
+    return seen
+
+
+def test_rerank_int8_in_a_pipeline_calibrates_on_its_own_pairs(
+    fresh_cache, tiny_bert, tmp_path, monkeypatch
+):
+    seen = _spy_rerankers(monkeypatch)
     spec = f"bm25 % 20 >> rerank:cross-encoder:{tiny_bert}?backend=onnx&dtype=int8&export_dir={tmp_path}"
     stage = parse_system(spec)
     rerank = stage.stages[-1]
@@ -112,12 +130,66 @@ def test_rerank_int8_in_a_pipeline_calibrates_on_its_own_pairs(fresh_cache, tiny
     assert given.config.option("calibration") is None
     run = stage.transform(QUERIES, None, Context(dataset(), cache_dir=tmp_path / "cache"))
     assert set(run) == set(QUERIES)
-    sample = rerank.reranker.config.option("calibration")
-    assert sample is not None and sample.pairs
-    assert "pairs rerank:" in sample.source
-    assert rerank.reranker.backend_info["guard"]["held_out"] == len(sample.split()[1])
-    # a second run on other queries calibrates on its own pairs, from the reranker as given
-    few = dict(list(QUERIES.items())[:4])
-    stage.transform(few, None, Context(dataset()))
-    assert rerank._given is given
-    assert rerank.reranker.config.option("calibration").digest != sample.digest
+    used = seen[-1]
+    sample = used.config.option("calibration")
+    assert sample is not None and sample.pairs and "pairs rerank:" in sample.source
+    assert used.backend_info["guard"]["held_out"] == len(sample.split()[1])
+    assert used.config.name == given.config.name  # the name the user gave, kept
+    assert (used.config.max_length, used.config.activation) == (
+        given.config.max_length,
+        given.config.activation,
+    )
+    assert rerank.reranker is given  # the stage itself is never changed (threads share it)
+    # the same pairs again: the same sample, the same model, and the score cache is hit
+    stage.transform(QUERIES, None, Context(dataset(), cache_dir=tmp_path / "cache"))
+    assert len(seen) == 1
+    stage.transform(QUERIES, None, Context(dataset()))
+    assert seen[-1] is used
+    # other queries: their own pairs, drawn from the reranker as given
+    stage.transform(dict(list(QUERIES.items())[:4]), None, Context(dataset()))
+    assert seen[-1].config.option("calibration").digest != sample.digest
+
+
+def test_rerank_with_no_candidates_asks_for_no_sample(fresh_cache, tiny_bert, tmp_path):
+    from winnow.pipeline.rerank import Rerank
+    from winnow.rerankers.loading import load_spec
+
+    stage = Rerank(
+        load_spec(f"cross-encoder:{tiny_bert}?backend=onnx&dtype=int8&export_dir={tmp_path}")
+    )
+    assert stage.transform({"q0": QUERIES["q0"]}, {"q0": {}}, Context(dataset())) == {"q0": {}}
+
+
+def test_a_bound_pipeline_takes_the_users_sample(fresh_cache, tiny_bert, tmp_path):
+    """One query a call: a sample per call would make a new int8 model per query, so a bound
+    pipeline asks for calibration= (and fails at index(), not at some later query)."""
+    spec = f"bm25 % 20 >> rerank:cross-encoder:{tiny_bert}?backend=onnx&dtype=int8&export_dir={tmp_path}"
+    bound = parse_system(spec).bind(dataset())
+    with pytest.raises(ConfigError, match=r"needs a sample of your own .*calibration="):
+        bound.index()
+    calib = tmp_path / "pairs.jsonl"
+    calib.write_text(
+        "\n".join(f'{{"query": "q {i}", "document": "{TEXTS[i]}"}}' for i in range(20))
+    )
+    bound = parse_system(spec + f"&calibration={calib}").bind(dataset())
+    hits = bound.index().search(QUERIES["q1"], top_k=5)
+    assert len(hits) == 5
+
+
+def test_collection_sample_reads_only_what_it_draws():
+    from winnow.rerankers.backends.calibration import sample_from_collection
+
+    class Counting(dict):
+        reads = 0
+
+        def __getitem__(self, key):
+            Counting.reads += 1
+            return dict.__getitem__(self, key)
+
+    corpus = Counting(
+        {f"d{i:05d}": Document(f"d{i:05d}", f"text {i}", title="t") for i in range(5000)}
+    )
+    a = sample_from_collection(corpus, ["a query", "another query"], "big")
+    assert Counting.reads == 2 * AUTO_ITEMS  # not the 5,000 documents
+    assert len(a.items) == AUTO_ITEMS and {"a query", "another query"} <= set(a.items)
+    assert sample_from_collection(corpus, ["another query", "a query"], "again").digest == a.digest

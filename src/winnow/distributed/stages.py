@@ -51,7 +51,11 @@ class DaftRerank(Rerank):
         self.engine = engine or EngineOptions()
 
     def score(
-        self, texts: list[str], docs: list[list[Document]], ctx: Context
+        self,
+        texts: list[str],
+        docs: list[list[Document]],
+        ctx: Context,
+        reranker=None,
     ) -> list[list[float]]:
         from winnow.distributed.engine import require_daft
         from winnow.distributed.jobs import collect, score_pairs_job
@@ -69,7 +73,7 @@ class DaftRerank(Rerank):
         table = daft.from_pydict(
             {"query_id": query_ids, "doc_id": doc_ids, "query": queries, "text": bodies}
         )
-        result = collect(score_pairs_job(table, self.reranker, self.engine))
+        result = collect(score_pairs_job(table, reranker or self.reranker, self.engine))
         scores = {
             (q, d): float(s)
             for q, d, s in zip(result["query_id"], result["doc_id"], result["score"])

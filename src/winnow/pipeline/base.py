@@ -71,10 +71,14 @@ class Context:
         *,
         cache_dir: str | Path | None = None,
         progress: bool = False,
+        calibrate_on_pairs: bool = True,
     ):
         self.dataset = dataset
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else None
         self.progress = progress
+        #: a ``rerank`` stage asked for static int8 with no sample draws one from the pairs it
+        #: scores (an experiment); a bound pipeline, which answers one query at a time, does not
+        self.calibrate_on_pairs = calibrate_on_pairs
         self.timings: list[StageTiming] = []
         self.memo: dict[Any, Any] = {}
 

@@ -104,7 +104,11 @@ class BoundPipeline:
             raise ConfigError(f"bind needs a pipeline stage, got {type(stage).__name__}")
         self.stage = stage
         self.dataset = as_dataset(collection, data_dir=data_dir)
-        self.context = Context(self.dataset, cache_dir=cache_dir, progress=progress)
+        # one query a call: a sample drawn from each call's pairs would make a new int8 model per
+        # query, so static int8 here takes the user's calibration=
+        self.context = Context(
+            self.dataset, cache_dir=cache_dir, progress=progress, calibrate_on_pairs=False
+        )
         self._lock = threading.Lock()
         #: the stage timings of the last call
         self.last_timings: list[StageTiming] = []

@@ -90,17 +90,23 @@ class RescoreStage(Stage):
         self.depth = depth
         self.batch_queries = batch_queries
 
-    def settings(self) -> list[Any]:
-        """Stage settings that change the scores (part of the cache key)."""
+    def settings(self, reranker: Reranker | None = None) -> list[Any]:
+        """Stage settings that change the scores (part of the cache key); ``reranker``: the one
+        that scores this call (default: the stage's own)."""
         from winnow import __version__
 
         name = self.cache_name or type(self).__name__
-        return [name, __version__, reranker_identity(self.reranker)]
+        return [name, __version__, reranker_identity(reranker or self.reranker)]
 
     def score(
-        self, texts: list[str], docs: list[list[Document]], ctx: Context
+        self,
+        texts: list[str],
+        docs: list[list[Document]],
+        ctx: Context,
+        reranker: Reranker | None = None,
     ) -> list[list[float]]:
-        """Scores of each query's documents, in the given order."""
+        """Scores of each query's documents, in the given order, by ``reranker`` (default: the
+        stage's own)."""
         raise NotImplementedError
 
     def transform(self, queries: Mapping[str, str], run: Run | None, ctx: Context) -> Run:
@@ -120,40 +126,44 @@ class RescoreStage(Stage):
                         f"the run ranks document {doc_id!r} for query {qid!r}, but it is not in "
                         f"the corpus of {ctx.dataset.name!r}"
                     )
-        self._calibrate(queries, qids, heads, ctx)
+        # the reranker of this call, never stored on the stage (a stage may run in two threads)
+        reranker = self._reranker_for(queries, qids, heads, ctx)
         pairs = sum(len(h) for h in heads.values())
         with ctx.timed(self.label, self.phase, len(qids)) as record:
             record.pairs = pairs
-            cache_path = self._cache_path(queries, qids, heads, ctx)
+            cache_path = self._cache_path(queries, qids, heads, ctx, reranker)
             scores = read_json_entry(cache_path)
             record.cached = scores is not None
             if scores is None:
                 texts = [queries[qid] for qid in qids]
                 docs = [[corpus[d] for d in heads[qid]] for qid in qids]
-                lists = self.score(texts, docs, ctx)
+                lists = self.score(texts, docs, ctx, reranker)
                 scores = {qid: dict(zip(heads[qid], map(float, s))) for qid, s in zip(qids, lists)}
                 if cache_path is not None:
                     write_json_atomic(cache_path, scores)
         return {qid: stack_tail(scores[qid], tails[qid]) for qid in qids}
 
-    def _calibrate(
+    def _reranker_for(
         self, queries: Mapping[str, str], qids: list[str], heads: dict[str, list[str]], ctx: Context
-    ) -> None:
-        """Static int8 (onnx / openvino) asked with no sample: the stage's own pairs calibrate it.
-
-        Only :class:`Rerank` does so (it scores whole documents, so its pairs are the ones the
-        model sees); other stages leave the reranker as given (it then refuses with the message
-        that asks for ``calibration=``).
-        """
+    ) -> Reranker:
+        """The reranker that scores this call: the stage's own. :class:`Rerank` calibrates a
+        static int8 one asked with no sample on the call's pairs; other stages leave it as given
+        (it then refuses with the message that asks for ``calibration=``)."""
+        return self.reranker
 
     # -- cache ---------------------------------------------------------------------------------
     def _cache_path(
-        self, queries: Mapping[str, str], qids: list[str], heads: dict[str, list[str]], ctx: Context
+        self,
+        queries: Mapping[str, str],
+        qids: list[str],
+        heads: dict[str, list[str]],
+        ctx: Context,
+        reranker: Reranker | None = None,
     ) -> Path | None:
         if ctx.cache_dir is None:
             return None
         h = hashlib.sha256()
-        h.update(json.dumps(self.settings(), default=str).encode())
+        h.update(json.dumps(self.settings(reranker), default=str).encode())
         h.update(ctx.corpus_fingerprint().encode())
         for qid in qids:
             h.update(json.dumps([qid, queries[qid], heads[qid]]).encode())
@@ -186,29 +196,31 @@ class Rerank(RescoreStage):
     ):
         super().__init__(reranker, depth, batch_queries)
         self.label = f"rerank:{short_model_name(name or reranker.name)}"
-        #: the reranker as given, when ``_calibrate`` replaced it with a calibrated one
-        self._given: Reranker | None = None
 
-    def settings(self) -> list[Any]:
-        return [*super().settings(), "full_text"]
+    def settings(self, reranker: Reranker | None = None) -> list[Any]:
+        return [*super().settings(reranker), "full_text"]
 
-    def _calibrate(
+    def _reranker_for(
         self, queries: Mapping[str, str], qids: list[str], heads: dict[str, list[str]], ctx: Context
-    ) -> None:
+    ) -> Reranker:
+        """Static int8 (onnx / openvino) asked with no sample, in an experiment: a seeded draw of
+        the pairs this call scores calibrates it (the same pairs, the same sample and model)."""
         from winnow.rerankers.backends.calibration import needs_calibration, sample_from_pairs
         from winnow.rerankers.loading import load_reranker
 
-        # the reranker as given: each call calibrates on its own pairs, never on an earlier call's
-        given = self._given = self._given or self.reranker
-        c = given.config
-        if not needs_calibration(c.option("backend"), c.dtype, c.option("calibration")):
-            return
+        c = self.reranker.config
+        if not ctx.calibrate_on_pairs or not needs_calibration(
+            c.option("backend"), c.dtype, c.option("calibration")
+        ):
+            return self.reranker
         corpus = ctx.dataset.corpus
         pairs = [(queries[qid], corpus[d].full_text) for qid in qids for d in heads[qid]]
+        if not pairs:  # nothing to score: the model is never asked
+            return self.reranker
         sample = sample_from_pairs(pairs, f"the (query, document) pairs {self.label} scores")
         options = {k: v for k, v in c.options if k != "calibration"}
-        self.reranker = load_reranker(
-            c.model,
+        reranker = load_reranker(
+            c.name or c.model,
             c.kind,
             device=c.device,
             dtype=c.dtype,
@@ -218,14 +230,20 @@ class Rerank(RescoreStage):
             **options,
         )
         logger.info("%s: int8 calibrated on %s of %s", self.label, sample, ctx.dataset.name)
+        return reranker
 
     def score(
-        self, texts: list[str], docs: list[list[Document]], ctx: Context
+        self,
+        texts: list[str],
+        docs: list[list[Document]],
+        ctx: Context,
+        reranker: Reranker | None = None,
     ) -> list[list[float]]:
+        reranker = reranker or self.reranker
         out: list[list[float]] = []
         for start in self._groups(len(texts), ctx, self.label):
             stop = start + (self.batch_queries or len(texts))
-            ranked = self.reranker.rank_many(
+            ranked = reranker.rank_many(
                 texts[start:stop],
                 [[d.full_text for d in ds] for ds in docs[start:stop]],
                 return_documents=False,
@@ -280,10 +298,10 @@ class ChunkedRerank(RescoreStage):
         if rerank_chunks is not None:
             self.label += f">>chunks:{short_model_name(rerank_chunks.name)}"
 
-    def settings(self) -> list[Any]:
+    def settings(self, reranker: Reranker | None = None) -> list[Any]:
         second = reranker_identity(self.rerank_chunks) if self.rerank_chunks else None
         return [
-            *super().settings(),
+            *super().settings(reranker),
             [self.window, self.stride, self.aggregate, self.max_chunks_per_doc, self.k],
             [second, self.chunk_depth],
             # windows cut at whitespace, sized per query for cross-encoders and to the whole input
@@ -292,16 +310,21 @@ class ChunkedRerank(RescoreStage):
         ]
 
     def score(
-        self, texts: list[str], docs: list[list[Document]], ctx: Context
+        self,
+        texts: list[str],
+        docs: list[list[Document]],
+        ctx: Context,
+        reranker: Reranker | None = None,
     ) -> list[list[float]]:
         from winnow.rerankers.chunking import rank_chunked
 
+        reranker = reranker or self.reranker
         out: list[list[float]] = []
         for start in self._groups(len(texts), ctx, self.label):
             stop = start + (self.batch_queries or len(texts))
             group_docs = docs[start:stop]
             ranked = rank_chunked(
-                self.reranker,
+                reranker,
                 texts[start:stop],
                 [[d.text for d in ds] for ds in group_docs],
                 titles=[[d.title for d in ds] for ds in group_docs],

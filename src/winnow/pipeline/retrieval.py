@@ -247,14 +247,14 @@ class Dense(Retriever):
     def _index_kwargs(self, ctx: Context) -> dict[str, Any]:
         """The :class:`~winnow.retrieval.DenseIndex` keywords of this stage in ``ctx`` (its
         engine twin, ``winnow.distributed.DaftDense``, builds its index from the same)."""
-        from winnow.rerankers.backends.calibration import needs_calibration, sample_from_texts
+        from winnow.rerankers.backends.calibration import needs_calibration, sample_from_collection
 
         p = self.passages
         options = dict(self.options)
         if needs_calibration(options.get("backend"), self.dtype, options.get("calibration")):
             # static int8 with no sample given: calibrate on the collection's own texts (seeded)
-            options["calibration"] = sample_from_texts(
-                [d.full_text for d in ctx.dataset.corpus.values()],
+            options["calibration"] = sample_from_collection(
+                ctx.dataset.corpus,
                 list(ctx.dataset.queries.values()),
                 f"the documents and queries of {ctx.dataset.name!r}",
             )

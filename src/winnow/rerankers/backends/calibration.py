@@ -174,6 +174,15 @@ def sample_from_texts(
     return calibration_sample_of(_draw(picked, len(picked), AUTO_SEED + 2), False, source)
 
 
+def sample_from_collection(corpus: Any, queries: list[str], source: str) -> CalibrationSample:
+    """:func:`sample_from_texts` of a corpus (``{doc_id: Document}``) without reading all of it:
+    a seeded draw of twice the documents needed (spares for blank or repeated texts), by sorted
+    id, then their ``full_text``."""
+    ids = sorted(corpus)
+    picked = _draw(ids, 2 * AUTO_ITEMS, AUTO_SEED + 3)
+    return sample_from_texts([corpus[i].full_text for i in picked], queries, source)
+
+
 def sample_from_pairs(
     pairs: list[tuple[str, str]], source: str, *, n: int = AUTO_ITEMS
 ) -> CalibrationSample:
