@@ -15,6 +15,7 @@ of the same experiment re-scores nothing and a changed input can never hit a sta
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -206,7 +207,7 @@ class Rerank(RescoreStage):
         """Static int8 (onnx / openvino) asked with no sample, in an experiment: a seeded draw of
         the pairs this call scores calibrates it (the same pairs, the same sample and model)."""
         from winnow.rerankers.backends.calibration import needs_calibration, sample_from_pairs
-        from winnow.rerankers.loading import load_reranker
+        from winnow.rerankers.loading import _freeze, reranker_from_config
 
         c = self.reranker.config
         if not ctx.calibrate_on_pairs or not needs_calibration(
@@ -218,17 +219,9 @@ class Rerank(RescoreStage):
         if not pairs:  # nothing to score: the model is never asked
             return self.reranker
         sample = sample_from_pairs(pairs, f"the (query, document) pairs {self.label} scores")
-        options = {k: v for k, v in c.options if k != "calibration"}
-        reranker = load_reranker(
-            c.name or c.model,
-            c.kind,
-            device=c.device,
-            dtype=c.dtype,
-            max_length=c.max_length,
-            activation=c.activation,
-            calibration=sample,
-            **options,
-        )
+        # the given configuration with the sample added: nothing re-resolved, nothing lost
+        options = _freeze({**dict(c.options), "calibration": sample})
+        reranker = reranker_from_config(dataclasses.replace(c, options=options))
         logger.info("%s: int8 calibrated on %s of %s", self.label, sample, ctx.dataset.name)
         return reranker
 

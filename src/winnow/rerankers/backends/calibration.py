@@ -14,6 +14,7 @@ no more than a small one.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from winnow.data._lines import numbered_lines
 from winnow.errors import ConfigError, DatasetError
 
 MIN_ITEMS = 10
@@ -66,11 +68,8 @@ def _digest(items: tuple, pairs: bool) -> str:
 
 def _read_jsonl(path: Path, pairs: bool) -> list:
     out = []
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise ConfigError(f"calibration file {str(path)!r} cannot be read: {exc}") from exc
-    for number, line in enumerate(lines, 1):
+    # numbered_lines: the line-numbered reader of every winnow file (bad UTF-8 named by line)
+    for number, line in numbered_lines(path):
         if not line.strip():
             continue
         try:
@@ -199,5 +198,5 @@ def calibration_sample_of(items: list, pairs: bool, source: str) -> CalibrationS
             f"static int8 calibrates on {source}, which has {len(items)} {what}; it needs at "
             f"least {MIN_ITEMS}: give calibration=PATH, or use dtype='float32'"
         )
-    sample = calibration_sample(items, pairs)
-    return CalibrationSample(sample.items, pairs, sample.digest, source)
+    checked = calibration_sample(items, pairs)  # the list's checks and digest, once
+    return dataclasses.replace(checked, source=source)
